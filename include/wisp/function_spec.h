@@ -1,0 +1,68 @@
+// FunctionSpec: a deployed function's manifest, validated, plus the parser of `wisp.yaml`.
+//
+// Manifest form (OpenFaaS-style stack; see docs/manifest.md):
+//
+//   version: 1
+//   functions:
+//     pump-alert:
+//       runtime: lua
+//       handler: ./handler.lua:handle
+//       environment: { VIBRATION_LIMIT: "7.1" }
+//       limits: { memory: 32Mi, timeout: 2s }
+//       concurrency: { max: 4 }
+//       scale: { min: 1, max: 8 }
+//       auth: public            # or token
+//
+// A single-function form is accepted too: the same keys at top level plus `name:`.
+//
+// Thread safety: a FunctionSpec is an immutable value once parsed; share it as
+// FunctionSpecPtr between shards.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "wisp/status.h"
+
+namespace wisp {
+
+enum class AuthMode { kPublic, kToken };
+
+struct FunctionLimits {
+  std::chrono::milliseconds timeout{5000};
+  std::uint64_t memory_bytes = 64ull << 20;
+};
+
+struct FunctionSpec {
+  std::string name;     // [a-z0-9][a-z0-9-]{0,62}, DNS-label like OpenFaaS
+  std::string runtime;  // a registered Runtime's name: "lua"
+  std::string handler_file;   // relative to the function directory, e.g. "handler.lua"
+  std::string handler_entry;  // function name in the module the file returns, e.g. "handle"
+  std::string version;        // free text, "0.0.0" when absent
+  std::map<std::string, std::string> environment;
+  std::map<std::string, std::string> labels;
+  FunctionLimits limits;
+  int concurrency_max = 1;  // calls in flight per instance
+  int scale_min = 1;        // instances kept warm per shard
+  int scale_max = 8;        // instances per shard at most
+  AuthMode auth = AuthMode::kPublic;
+};
+
+using FunctionSpecPtr = std::shared_ptr<const FunctionSpec>;
+
+// Parses a manifest. `source` names the file in error messages. Returns every function the
+// manifest declares, or InvalidArgument naming the file, the function and the field at fault,
+// e.g. "wisp.yaml: functions.pump-alert.limits.memory: '32Q' is not a byte size".
+// Never throws; any bytes are safe to pass (this parser is fuzzed).
+Result<std::vector<FunctionSpec>> ParseManifest(std::string_view yaml_text,
+                                                std::string_view source = "wisp.yaml");
+
+// True if `name` is a valid function name.
+bool IsValidFunctionName(std::string_view name);
+
+}  // namespace wisp

@@ -1,0 +1,82 @@
+// Runtime and Instance: how a function's code is run.
+//
+// A Runtime (registered by name: "lua" now; "process", "model", "detector" later) turns a
+// FunctionSpec and its directory into Instances. An Instance is one warm, isolated copy of the
+// function (for Lua: its own lua_State with its own memory cap). The node keeps instances in a
+// per-shard pool; creating one is the function's cold start.
+//
+// Threads: a Runtime is shared and thread-safe. An Instance belongs to the shard thread that
+// created it and is only ever called from that thread, one call at a time.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "wisp/event.h"
+#include "wisp/function_spec.h"
+#include "wisp/registry.h"
+#include "wisp/state_store.h"
+#include "wisp/status.h"
+
+namespace wisp {
+
+enum class LogLevel { kDebug, kInfo, kWarn, kError };
+
+struct EmitOptions {
+  int qos = 0;
+  bool retain = false;
+};
+
+// The services a handler may use during one call (ctx.state, ctx.log, ctx.emit, ctx.now).
+// Provided by the node for the duration of Invoke; valid only during that call.
+class HostApi {
+ public:
+  virtual ~HostApi() = default;
+  // The shard's store; the namespace to use is the function's name (Namespace()).
+  virtual StateStore& State() = 0;
+  virtual std::string_view Namespace() const = 0;
+  virtual void Log(LogLevel level, std::string_view message) = 0;
+  // Records an action for the event triggers (published to MQTT once a broker is configured).
+  // Fails with InvalidArgument for an empty or wildcard topic.
+  virtual Status Emit(std::string_view topic, std::string_view payload,
+                      const EmitOptions& options) = 0;
+  virtual std::chrono::system_clock::time_point Now() const = 0;
+};
+
+class Instance {
+ public:
+  virtual ~Instance() = default;
+
+  // Runs the handler on `event`. Errors: FunctionError (the handler raised; message has the
+  // handler's text and location), DeadlineExceeded (ran past limits.timeout),
+  // ResourceExhausted (went past limits.memory), InvalidArgument (returned something that is
+  // not a reply). `event` and `host` are borrowed for the call only.
+  virtual Result<Reply> Invoke(const Event& event, HostApi& host) = 0;
+
+  // False once the instance may be in a bad state (after a timeout or memory exhaustion): the
+  // pool then destroys it and makes a fresh one, so one bad call never poisons the next.
+  virtual bool Reusable() const = 0;
+
+  // Bytes the instance holds now, for metrics.
+  virtual std::uint64_t MemoryBytes() const = 0;
+};
+using InstancePtr = std::unique_ptr<Instance>;
+
+class Runtime {
+ public:
+  virtual ~Runtime() = default;
+  // Loads the function from `function_dir` (which holds the handler file). InvalidArgument with
+  // the loader's message when the code does not compile or the entry point is missing.
+  virtual Result<InstancePtr> CreateInstance(const FunctionSpecPtr& spec,
+                                             const std::string& function_dir) = 0;
+};
+using RuntimePtr = std::shared_ptr<Runtime>;
+
+using RuntimeFactory = std::function<RuntimePtr()>;
+using RuntimeRegistry = Registry<RuntimeFactory>;
+
+}  // namespace wisp
