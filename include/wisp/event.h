@@ -24,7 +24,7 @@ enum class TriggerKind { kHttp, kMqtt, kTimer };
 std::string_view TriggerKindName(TriggerKind kind);  // "http", "mqtt", "timer"
 
 struct HeaderView {
-  std::string_view name;  // lower case
+  std::string_view name;  // as received; names are case-insensitive (runtimes lower-case them)
   std::string_view value;
 };
 

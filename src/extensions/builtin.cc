@@ -1,0 +1,18 @@
+#include "extensions/builtin.h"
+
+#include <mutex>
+
+#include "runtime/lua/lua_runtime.h"
+#include "state/sqlite/sqlite_store.h"
+
+namespace wisp {
+
+void RegisterBuiltinExtensions() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    RegisterLuaRuntime();
+    RegisterSqliteStateBackend();
+  });
+}
+
+}  // namespace wisp

@@ -1,0 +1,216 @@
+#include "metrics/metrics.h"
+
+#include <algorithm>
+
+#include <fmt/format.h>
+
+namespace wisp {
+
+void ShardHistogram::Record(std::chrono::nanoseconds value) {
+  const double seconds = std::chrono::duration<double>(value).count();
+  std::size_t i = 0;
+  while (i < kLatencyBuckets.size() && seconds > kLatencyBuckets[i]) ++i;
+  buckets_[i].store(buckets_[i].load(kRelaxed) + 1, kRelaxed);
+  count_.store(count_.load(kRelaxed) + 1, kRelaxed);
+  sum_nanos_.store(sum_nanos_.load(kRelaxed) + static_cast<std::uint64_t>(value.count()), kRelaxed);
+}
+
+FunctionMetrics::FunctionMetrics(std::string name, std::string runtime, int shards)
+    : name_(std::move(name)), runtime_(std::move(runtime)) {
+  for (int i = 0; i < shards; ++i) shards_.push_back(std::make_unique<FunctionShardMetrics>());
+}
+
+FunctionMetrics::Totals FunctionMetrics::Sum() const {
+  Totals t;
+  for (const auto& s : shards_) {
+    t.invocations += s->invocations_ok.Get() + s->invocations_error.Get();
+    t.errors += s->invocations_error.Get();
+    t.cold_starts += s->cold_starts.Get();
+    t.instances += s->instances.load(std::memory_order_relaxed);
+    t.duration_seconds_sum += static_cast<double>(s->duration.SumNanos()) / 1e9;
+  }
+  return t;
+}
+
+MetricsRegistry::MetricsRegistry(int shards) : shards_(shards) {
+  for (int i = 0; i < shards; ++i) http_.push_back(std::make_unique<HttpShardMetrics>());
+}
+
+FunctionMetricsPtr MetricsRegistry::ForFunction(const std::string& name,
+                                                const std::string& runtime) {
+  std::lock_guard lock(mu_);
+  auto& slot = functions_[name];
+  if (!slot || slot->runtime() != runtime) {
+    slot = std::make_shared<FunctionMetrics>(name, runtime, shards_);
+  }
+  return slot;
+}
+
+void MetricsRegistry::RemoveFunction(const std::string& name) {
+  std::lock_guard lock(mu_);
+  functions_.erase(name);
+}
+
+namespace {
+
+// Label values here are function names (validated DNS labels) and closed sets, so they need no
+// escaping; keep it that way rather than escaping on every scrape.
+void RenderHistogram(std::string& out, std::string_view metric, const std::string& labels,
+                     const FunctionMetrics& fm, int shards,
+                     const ShardHistogram& (*pick)(const FunctionShardMetrics&)) {
+  std::uint64_t cumulative = 0, total = 0, sum_nanos = 0;
+  std::array<std::uint64_t, kLatencyBuckets.size() + 1> buckets{};
+  for (int s = 0; s < shards; ++s) {
+    const ShardHistogram& h = pick(fm.shard(s));
+    for (std::size_t i = 0; i < buckets.size(); ++i) buckets[i] += h.BucketCount(i);
+    total += h.Count();
+    sum_nanos += h.SumNanos();
+  }
+  for (std::size_t i = 0; i < kLatencyBuckets.size(); ++i) {
+    cumulative += buckets[i];
+    fmt::format_to(std::back_inserter(out), "{}_bucket{{{},le=\"{}\"}} {}\n", metric, labels,
+                   kLatencyBuckets[i], cumulative);
+  }
+  cumulative += buckets.back();
+  // +Inf must equal _count; totals are read separately, so use the larger to stay monotonic.
+  fmt::format_to(std::back_inserter(out), "{}_bucket{{{},le=\"+Inf\"}} {}\n", metric, labels,
+                 std::max(cumulative, total));
+  fmt::format_to(std::back_inserter(out), "{}_sum{{{}}} {:.9f}\n", metric, labels,
+                 static_cast<double>(sum_nanos) / 1e9);
+  fmt::format_to(std::back_inserter(out), "{}_count{{{}}} {}\n", metric, labels,
+                 std::max(cumulative, total));
+}
+
+}  // namespace
+
+std::string MetricsRegistry::RenderPrometheus(std::string_view version,
+                                              std::string_view commit) const {
+  std::vector<FunctionMetricsPtr> functions;
+  {
+    std::lock_guard lock(mu_);
+    for (const auto& [name, fm] : functions_) functions.push_back(fm);
+  }
+  std::string out;
+  out.reserve(4096 + functions.size() * 4096);
+  auto it = std::back_inserter(out);
+
+  fmt::format_to(it,
+                 "# HELP wisp_build_info Build of this node.\n# TYPE wisp_build_info gauge\n"
+                 "wisp_build_info{{version=\"{}\",commit=\"{}\"}} 1\n",
+                 version, commit);
+  fmt::format_to(it, "# HELP wisp_node_shards Worker shards (event loops) of this node.\n"
+                     "# TYPE wisp_node_shards gauge\nwisp_node_shards {}\n", shards_);
+  fmt::format_to(it, "# HELP wisp_functions Functions deployed on this node.\n"
+                     "# TYPE wisp_functions gauge\nwisp_functions {}\n", functions.size());
+
+  static constexpr std::array<std::string_view, 6> kClasses = {"other", "1xx", "2xx",
+                                                               "3xx",   "4xx", "5xx"};
+  out += "# HELP wisp_http_responses_total HTTP responses sent, by status class.\n"
+         "# TYPE wisp_http_responses_total counter\n";
+  for (std::size_t c = 1; c < kClasses.size(); ++c) {
+    std::uint64_t n = 0;
+    for (const auto& h : http_) n += h->responses_by_class[c].Get();
+    fmt::format_to(it, "wisp_http_responses_total{{code=\"{}\"}} {}\n", kClasses[c], n);
+  }
+  std::uint64_t accepted = 0;
+  std::int64_t open = 0;
+  for (const auto& h : http_) {
+    accepted += h->connections_accepted.Get();
+    open += h->connections_open.load(std::memory_order_relaxed);
+  }
+  fmt::format_to(it, "# HELP wisp_http_connections_accepted_total TCP connections accepted.\n"
+                     "# TYPE wisp_http_connections_accepted_total counter\n"
+                     "wisp_http_connections_accepted_total {}\n"
+                     "# HELP wisp_http_connections_open TCP connections open now.\n"
+                     "# TYPE wisp_http_connections_open gauge\nwisp_http_connections_open {}\n",
+                 accepted, open);
+
+  if (functions.empty()) return out;
+  const int shards = shards_;
+
+  out += "# HELP wisp_function_invocations_total Function invocations, by outcome.\n"
+         "# TYPE wisp_function_invocations_total counter\n";
+  for (const auto& fm : functions) {
+    std::uint64_t ok = 0, err = 0;
+    for (int s = 0; s < shards; ++s) {
+      ok += fm->shard(s).invocations_ok.Get();
+      err += fm->shard(s).invocations_error.Get();
+    }
+    for (auto [status, n] : {std::pair{"success", ok}, std::pair{"error", err}}) {
+      fmt::format_to(it,
+                     "wisp_function_invocations_total{{function=\"{}\",runtime=\"{}\","
+                     "trigger=\"http\",status=\"{}\"}} {}\n",
+                     fm->name(), fm->runtime(), status, n);
+    }
+  }
+  out += "# HELP wisp_function_errors_total Failed invocations, by error kind.\n"
+         "# TYPE wisp_function_errors_total counter\n";
+  for (const auto& fm : functions) {
+    for (std::size_t k = 1; k < kStatusCodeCount; ++k) {
+      std::uint64_t n = 0;
+      for (int s = 0; s < shards; ++s) n += fm->shard(s).errors_by_kind[k].Get();
+      if (n == 0) continue;
+      fmt::format_to(it, "wisp_function_errors_total{{function=\"{}\",kind=\"{}\"}} {}\n",
+                     fm->name(), StatusCodeName(static_cast<StatusCode>(k)), n);
+    }
+  }
+  out += "# HELP wisp_function_timeouts_total Invocations stopped at their timeout.\n"
+         "# TYPE wisp_function_timeouts_total counter\n";
+  for (const auto& fm : functions) {
+    std::uint64_t n = 0;
+    for (int s = 0; s < shards; ++s) {
+      n += fm->shard(s).errors_by_kind[static_cast<std::size_t>(StatusCode::kDeadlineExceeded)].Get();
+    }
+    fmt::format_to(it, "wisp_function_timeouts_total{{function=\"{}\"}} {}\n", fm->name(), n);
+  }
+  out += "# HELP wisp_function_cold_starts_total Instances created (cold starts).\n"
+         "# TYPE wisp_function_cold_starts_total counter\n";
+  for (const auto& fm : functions) {
+    std::uint64_t n = 0;
+    for (int s = 0; s < shards; ++s) n += fm->shard(s).cold_starts.Get();
+    fmt::format_to(it, "wisp_function_cold_starts_total{{function=\"{}\",runtime=\"{}\"}} {}\n",
+                   fm->name(), fm->runtime(), n);
+  }
+  out += "# HELP wisp_function_emits_total Actions emitted by handlers.\n"
+         "# TYPE wisp_function_emits_total counter\n";
+  for (const auto& fm : functions) {
+    std::uint64_t n = 0;
+    for (int s = 0; s < shards; ++s) n += fm->shard(s).emits.Get();
+    fmt::format_to(it, "wisp_function_emits_total{{function=\"{}\"}} {}\n", fm->name(), n);
+  }
+  out += "# HELP wisp_function_instances Warm instances, idle or busy.\n"
+         "# TYPE wisp_function_instances gauge\n";
+  for (const auto& fm : functions) {
+    fmt::format_to(it, "wisp_function_instances{{function=\"{}\",runtime=\"{}\"}} {}\n",
+                   fm->name(), fm->runtime(), fm->Sum().instances);
+  }
+  out += "# HELP wisp_function_in_flight Invocations running now.\n"
+         "# TYPE wisp_function_in_flight gauge\n";
+  for (const auto& fm : functions) {
+    std::int64_t n = 0;
+    for (int s = 0; s < shards; ++s) n += fm->shard(s).in_flight.load(std::memory_order_relaxed);
+    fmt::format_to(it, "wisp_function_in_flight{{function=\"{}\"}} {}\n", fm->name(), n);
+  }
+  out += "# HELP wisp_function_duration_seconds Handler run time.\n"
+         "# TYPE wisp_function_duration_seconds histogram\n";
+  for (const auto& fm : functions) {
+    RenderHistogram(out, "wisp_function_duration_seconds",
+                    fmt::format("function=\"{}\",runtime=\"{}\",trigger=\"http\"", fm->name(),
+                                fm->runtime()),
+                    *fm, shards, [](const FunctionShardMetrics& m) -> const ShardHistogram& {
+                      return m.duration;
+                    });
+  }
+  out += "# HELP wisp_function_cold_start_seconds Time to create an instance.\n"
+         "# TYPE wisp_function_cold_start_seconds histogram\n";
+  for (const auto& fm : functions) {
+    RenderHistogram(out, "wisp_function_cold_start_seconds",
+                    fmt::format("function=\"{}\",runtime=\"{}\"", fm->name(), fm->runtime()), *fm,
+                    shards, [](const FunctionShardMetrics& m) -> const ShardHistogram& {
+                      return m.cold_start_duration;
+                    });
+  }
+  return out;
+}
+
+}  // namespace wisp

@@ -1,0 +1,125 @@
+// Node metrics, rendered in the Prometheus text format at GET /metrics.
+//
+// Hot-path design: every counter is split per shard (one cache line each), so a shard thread
+// only ever writes its own slot with relaxed atomics: no lock and no contended cache line on
+// the invoke path. A scrape sums the slots. The registry's map (which functions exist) changes
+// only on deploy/delete and is guarded by a mutex that the hot path never takes: shards hold a
+// shared_ptr to their function's FunctionMetrics.
+//
+// Labels are bounded: function names (one per deployed function), runtime, trigger, status and
+// error kind (closed sets). Never a topic, key or device id.
+#pragma once
+
+#include <array>
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "wisp/status.h"
+
+namespace wisp {
+
+// Upper bounds, in seconds, shared by the duration and cold-start histograms.
+inline constexpr std::array<double, 16> kLatencyBuckets = {
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01,
+    0.025,   0.05,   0.1,     0.25,   0.5,   1.0,    2.5,   10.0};
+
+// A histogram written by one thread and read by a scraper. Not cumulative inside; rendering
+// makes the buckets cumulative as Prometheus wants.
+class ShardHistogram {
+ public:
+  void Record(std::chrono::nanoseconds value);
+  std::uint64_t BucketCount(std::size_t i) const { return buckets_[i].load(kRelaxed); }
+  std::uint64_t Count() const { return count_.load(kRelaxed); }
+  std::uint64_t SumNanos() const { return sum_nanos_.load(kRelaxed); }
+
+ private:
+  static constexpr auto kRelaxed = std::memory_order_relaxed;
+  std::array<std::atomic<std::uint64_t>, kLatencyBuckets.size() + 1> buckets_{};  // last: +Inf
+  std::atomic<std::uint64_t> count_{0};
+  std::atomic<std::uint64_t> sum_nanos_{0};
+};
+
+// Single-writer counter: the owning shard adds without a locked instruction.
+class ShardCounter {
+ public:
+  void Add(std::uint64_t n = 1) { value_.store(value_.load(kRelaxed) + n, kRelaxed); }
+  std::uint64_t Get() const { return value_.load(kRelaxed); }
+
+ private:
+  static constexpr auto kRelaxed = std::memory_order_relaxed;
+  std::atomic<std::uint64_t> value_{0};
+};
+
+inline constexpr std::size_t kStatusCodeCount = static_cast<std::size_t>(StatusCode::kInternal) + 1;
+
+// One function's counters on one shard.
+struct alignas(64) FunctionShardMetrics {
+  ShardCounter invocations_ok;
+  ShardCounter invocations_error;
+  std::array<ShardCounter, kStatusCodeCount> errors_by_kind;
+  ShardCounter cold_starts;
+  ShardCounter emits;
+  ShardHistogram duration;
+  ShardHistogram cold_start_duration;
+  std::atomic<std::int64_t> instances{0};
+  std::atomic<std::int64_t> in_flight{0};
+};
+
+class FunctionMetrics {
+ public:
+  FunctionMetrics(std::string name, std::string runtime, int shards);
+  const std::string& name() const { return name_; }
+  const std::string& runtime() const { return runtime_; }
+  FunctionShardMetrics& shard(int i) { return *shards_[i]; }
+  const FunctionShardMetrics& shard(int i) const { return *shards_[i]; }
+
+  struct Totals {
+    std::uint64_t invocations = 0, errors = 0, cold_starts = 0;
+    std::int64_t instances = 0;
+    double duration_seconds_sum = 0;
+  };
+  Totals Sum() const;
+
+ private:
+  friend class MetricsRegistry;
+  std::string name_;
+  std::string runtime_;
+  std::vector<std::unique_ptr<FunctionShardMetrics>> shards_;
+};
+using FunctionMetricsPtr = std::shared_ptr<FunctionMetrics>;
+
+// Node-wide HTTP counters per shard, by status class (1xx..5xx).
+struct alignas(64) HttpShardMetrics {
+  std::array<ShardCounter, 6> responses_by_class;
+  ShardCounter connections_accepted;
+  std::atomic<std::int64_t> connections_open{0};
+};
+
+class MetricsRegistry {
+ public:
+  explicit MetricsRegistry(int shards);
+
+  // The function's metrics, created on first deploy; a redeploy keeps counting. Thread-safe.
+  FunctionMetricsPtr ForFunction(const std::string& name, const std::string& runtime);
+  // Forgets a deleted function (shards still holding the pointer may write to it harmlessly).
+  void RemoveFunction(const std::string& name);
+
+  HttpShardMetrics& http(int shard) { return *http_[shard]; }
+
+  // The whole exposition text. Thread-safe; takes the map's mutex only.
+  std::string RenderPrometheus(std::string_view version, std::string_view commit) const;
+
+ private:
+  int shards_;
+  std::vector<std::unique_ptr<HttpShardMetrics>> http_;
+  mutable std::mutex mu_;
+  std::map<std::string, FunctionMetricsPtr> functions_;  // guarded by mu_
+};
+
+}  // namespace wisp

@@ -1,0 +1,327 @@
+// The shard's HTTP API: invoke on the hot path, and the control endpoints (docs/http-api.md).
+#include <openssl/crypto.h>
+
+#include <boost/beast/http/field.hpp>
+#include <charconv>
+#include <fmt/chrono.h>
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+#include <optional>
+
+#include "node/shard.h"
+#include "wisp/bundle.h"
+#include "wisp/units.h"
+
+#ifndef WISP_VERSION
+#define WISP_VERSION "dev"
+#endif
+#ifndef WISP_GIT_COMMIT
+#define WISP_GIT_COMMIT "unknown"
+#endif
+
+namespace wisp {
+namespace http = boost::beast::http;
+using nlohmann::json;
+
+namespace {
+
+std::string Rfc3339(std::chrono::system_clock::time_point t) {
+  const auto ms = std::chrono::time_point_cast<std::chrono::milliseconds>(t);
+  return fmt::format("{:%Y-%m-%dT%H:%M:%S}Z", ms);
+}
+
+void SetJson(HttpResponse& response, http::status status, const json& body) {
+  response.result(status);
+  response.set(http::field::content_type, "application/json");
+  response.body() = body.dump(-1, ' ', false, json::error_handler_t::replace);
+  response.body() += '\n';
+}
+
+json Summary(const DeployedFunction& fn) {
+  const FunctionSpec& spec = *fn.spec;
+  const auto totals = fn.metrics->Sum();
+  return {
+      {"name", spec.name},
+      {"runtime", spec.runtime},
+      {"version", spec.version},
+      {"auth", spec.auth == AuthMode::kToken ? "token" : "public"},
+      {"handler", spec.handler_file + ":" + spec.handler_entry},
+      {"deployed_at", Rfc3339(fn.deployed_at)},
+      {"invocations", totals.invocations},
+      {"errors", totals.errors},
+      {"cold_starts", totals.cold_starts},
+      {"instances", totals.instances},
+      {"avg_duration_ms",
+       totals.invocations ? totals.duration_seconds_sum * 1000.0 / totals.invocations : 0.0},
+  };
+}
+
+const char* LevelName(LogLevel level) {
+  switch (level) {
+    case LogLevel::kDebug: return "debug";
+    case LogLevel::kInfo: return "info";
+    case LogLevel::kWarn: return "warn";
+    case LogLevel::kError: return "error";
+  }
+  return "info";
+}
+
+// Headers a function may not set: the server owns framing and connection management.
+bool IsReservedHeader(std::string_view name) {
+  return boost::beast::iequals(name, "content-length") ||
+         boost::beast::iequals(name, "transfer-encoding") ||
+         boost::beast::iequals(name, "connection") || boost::beast::iequals(name, "keep-alive") ||
+         boost::beast::iequals(name, "upgrade");
+}
+
+bool IsSafeHeader(std::string_view name, std::string_view value) {
+  if (name.empty()) return false;
+  for (char c : name) {
+    if (c <= ' ' || c >= 127 || c == ':') return false;
+  }
+  return value.find_first_of("\r\n") == std::string_view::npos;
+}
+
+}  // namespace
+
+std::uint64_t Shard::BodyLimit(const HttpRequestHead& head) const {
+  const Route route = RouteTarget(head.target());
+  if (route.kind == RouteKind::kFunctions && head.method() == http::verb::post) {
+    return services_.config->http.max_deploy_body_bytes;
+  }
+  return services_.config->http.max_body_bytes;
+}
+
+bool Shard::Authorized(const HttpRequest& request) const {
+  const std::string_view token = BearerToken(request[http::field::authorization]);
+  const std::string& expected = services_.token;
+  return token.size() == expected.size() && !expected.empty() &&
+         CRYPTO_memcmp(token.data(), expected.data(), expected.size()) == 0;
+}
+
+void Shard::Handle(HttpRequest& request, HttpResponse& response) {
+  const Route route = RouteTarget(request.target());
+  const http::verb method = request.method();
+  auto method_not_allowed = [&](std::string_view allowed) {
+    response.set(http::field::allow, allowed);
+    SetErrorResponse(InvalidArgument(fmt::format("{} does not accept {} (allowed: {})", route.path,
+                                                 request.method_string(), allowed)),
+                     response, 405);
+  };
+  switch (route.kind) {
+    case RouteKind::kFunctionInvoke:
+      return HandleInvoke(route, request, response);
+    case RouteKind::kHealth:
+      if (method != http::verb::get && method != http::verb::head) return method_not_allowed("GET");
+      return HandleHealth(response);
+    case RouteKind::kMetrics:
+      if (method != http::verb::get && method != http::verb::head) return method_not_allowed("GET");
+      return HandleMetrics(response);
+    case RouteKind::kNotFound:
+      return SetErrorResponse(
+          NotFound(fmt::format("no route for {} {}", request.method_string(), route.path)),
+          response);
+    default:
+      break;
+  }
+  // Everything below is the control API: the node token is required.
+  if (!Authorized(request)) {
+    return SetErrorResponse(
+        Unauthenticated("the control API needs 'Authorization: Bearer <token>' with the node's "
+                        "token (`wisp token` prints it)"),
+        response);
+  }
+  switch (route.kind) {
+    case RouteKind::kFunctions:
+      if (method == http::verb::get) return HandleList(response);
+      if (method == http::verb::post) return HandleDeploy(request, response);
+      return method_not_allowed("GET, POST");
+    case RouteKind::kFunction:
+      if (method == http::verb::get) return HandleDescribe(route, response);
+      if (method == http::verb::delete_) return HandleDelete(route, response);
+      return method_not_allowed("GET, DELETE");
+    case RouteKind::kFunctionLogs:
+      if (method == http::verb::get) return HandleLogs(route, response);
+      return method_not_allowed("GET");
+    default:
+      return SetErrorResponse(Internal("unrouted request"), response);
+  }
+}
+
+void Shard::HandleInvoke(const Route& route, HttpRequest& request, HttpResponse& response) {
+  ShardFunction* sf = FindFunction(route.name);
+  if (sf == nullptr) {
+    return SetErrorResponse(
+        NotFound(fmt::format("no function named '{}' (see `wisp ls`)", route.name)), response);
+  }
+  const FunctionSpec& spec = *sf->fn->spec;
+  if (spec.auth == AuthMode::kToken && !Authorized(request)) {
+    return SetErrorResponse(
+        Unauthenticated(fmt::format("function '{}' needs 'Authorization: Bearer <token>'",
+                                    spec.name)),
+        response);
+  }
+  if (services_.draining.load(std::memory_order_relaxed)) {
+    return SetErrorResponse(Unavailable("the node is shutting down; retry on another node"),
+                            response);
+  }
+
+  header_views_.clear();
+  for (const auto& field : request) {
+    header_views_.push_back({field.name_string(), field.value()});
+  }
+  Event event;
+  event.trigger = TriggerKind::kHttp;
+  event.id = (static_cast<std::uint64_t>(index_) << 56) | ++next_event_seq_;
+  event.timestamp = std::chrono::system_clock::now();
+  event.method = request.method_string();
+  event.path = route.path;
+  event.query = route.query;
+  event.content_type = request[http::field::content_type];
+  event.headers = header_views_;
+  event.body = request.body();
+
+  FunctionShardMetrics& metrics = sf->fn->metrics->shard(index_);
+  auto fail = [&](const Status& status, int http_status = 0) {
+    metrics.invocations_error.Add();
+    metrics.errors_by_kind[static_cast<std::size_t>(status.code())].Add();
+    SetErrorResponse(status, response, http_status);
+  };
+
+  std::optional<json> decoded;
+  if (!event.body.empty() && IsJsonContentType(event.content_type)) {
+    auto parsed = DecodeJsonBody(event.body);
+    if (!parsed.ok()) return fail(parsed.status());
+    decoded.emplace(std::move(*parsed));
+    event.json = &*decoded;
+  }
+
+  bool cold = false;
+  auto instance = AcquireInstance(*sf, &cold);
+  if (!instance.ok()) return fail(instance.status());
+
+  host_.Bind(sf->fn.get(), &metrics);
+  metrics.in_flight.fetch_add(1, std::memory_order_relaxed);
+  const auto start = std::chrono::steady_clock::now();
+  Result<Reply> reply = (*instance)->Invoke(event, host_);
+  const auto elapsed = std::chrono::steady_clock::now() - start;
+  metrics.in_flight.fetch_sub(1, std::memory_order_relaxed);
+  metrics.duration.Record(elapsed);
+  ReleaseInstance(*sf, std::move(*instance), reply.status());
+
+  if (cold) response.set("X-Wisp-Cold-Start", "1");
+  if (!reply.ok()) {
+    sf->fn->log->Append(LogLevel::kError, reply.status().ToString());
+    return fail(reply.status());
+  }
+  metrics.invocations_ok.Add();
+  response.result(static_cast<unsigned>(reply->status));
+  for (const auto& [name, value] : reply->headers) {
+    if (IsSafeHeader(name, value) && !IsReservedHeader(name)) response.set(name, value);
+  }
+  if (!reply->content_type.empty() && IsSafeHeader("content-type", reply->content_type)) {
+    response.set(http::field::content_type, reply->content_type);
+  } else if (response[http::field::content_type].empty()) {
+    response.set(http::field::content_type, "text/plain; charset=utf-8");
+  }
+  response.body() = std::move(reply->body);
+}
+
+void Shard::HandleDeploy(HttpRequest& request, HttpResponse& response) {
+  const std::string_view content_type = request[http::field::content_type];
+  if (!content_type.starts_with("application/cbor")) {
+    return SetErrorResponse(
+        InvalidArgument("deploy expects a CBOR bundle with Content-Type application/cbor "
+                        "(use `wisp deploy DIR`)"),
+        response, 415);
+  }
+  auto bundle = DecodeBundle(request.body());
+  if (!bundle.ok()) return SetErrorResponse(bundle.status().WithContext("bad bundle"), response);
+  auto deployed = services_.catalog->Deploy(*bundle);
+  if (!deployed.ok()) return SetErrorResponse(deployed.status(), response);
+  if (services_.prewarm_all) services_.prewarm_all();
+  json list = json::array();
+  for (const auto& fn : *deployed) {
+    list.push_back({{"name", fn->spec->name},
+                    {"version", fn->spec->version},
+                    {"runtime", fn->spec->runtime}});
+  }
+  SetJson(response, http::status::created, {{"deployed", list}});
+}
+
+void Shard::HandleList(HttpResponse& response) {
+  json list = json::array();
+  for (const auto& [name, fn] : *services_.catalog->Snapshot()) list.push_back(Summary(*fn));
+  SetJson(response, http::status::ok, {{"functions", list}});
+}
+
+void Shard::HandleDescribe(const Route& route, HttpResponse& response) {
+  auto fn = services_.catalog->Find(route.name);
+  if (!fn) {
+    return SetErrorResponse(
+        NotFound(fmt::format("no function named '{}' (see `wisp ls`)", route.name)), response);
+  }
+  const FunctionSpec& spec = *fn->spec;
+  json body = Summary(*fn);
+  body["environment"] = spec.environment;
+  body["labels"] = spec.labels;
+  body["limits"] = {{"memory", FormatByteSize(spec.limits.memory_bytes)},
+                    {"timeout", FormatDuration(spec.limits.timeout)}};
+  body["concurrency"] = {{"max", spec.concurrency_max}};
+  body["scale"] = {{"min", spec.scale_min}, {"max", spec.scale_max}};
+  body["files"] = fn->files;
+  SetJson(response, http::status::ok, body);
+}
+
+void Shard::HandleDelete(const Route& route, HttpResponse& response) {
+  const std::string name(route.name);
+  Status removed = services_.catalog->Remove(name);
+  if (!removed.ok()) return SetErrorResponse(removed, response);
+  // The function's state goes with it; a new function of the same name starts empty.
+  if (Status dropped = state_->DropNamespace(name); !dropped.ok()) {
+    return SetErrorResponse(dropped.WithContext("deleted, but its state could not be dropped"),
+                            response);
+  }
+  SyncCatalog();
+  SetJson(response, http::status::ok, {{"deleted", name}});
+}
+
+void Shard::HandleLogs(const Route& route, HttpResponse& response) {
+  auto fn = services_.catalog->Find(route.name);
+  if (!fn) {
+    return SetErrorResponse(
+        NotFound(fmt::format("no function named '{}' (see `wisp ls`)", route.name)), response);
+  }
+  std::size_t tail = 100;
+  if (std::string_view text = QueryParam(route.query, "tail"); !text.empty()) {
+    auto [ptr, ec] = std::from_chars(text.data(), text.data() + text.size(), tail);
+    if (ec != std::errc() || ptr != text.data() + text.size()) {
+      return SetErrorResponse(InvalidArgument(fmt::format("tail='{}' is not a number", text)),
+                              response);
+    }
+  }
+  json logs = json::array();
+  for (const auto& entry : fn->log->Tail(tail)) {
+    logs.push_back({{"time", Rfc3339(entry.time)},
+                    {"level", LevelName(entry.level)},
+                    {"message", entry.message}});
+  }
+  SetJson(response, http::status::ok, {{"logs", logs}});
+}
+
+void Shard::HandleHealth(HttpResponse& response) {
+  const bool draining = services_.draining.load(std::memory_order_relaxed);
+  SetJson(response, draining ? http::status::service_unavailable : http::status::ok,
+          {{"status", draining ? "draining" : "ok"},
+           {"version", WISP_VERSION},
+           {"shards", services_.shard_count},
+           {"functions", services_.catalog->Snapshot()->size()}});
+}
+
+void Shard::HandleMetrics(HttpResponse& response) {
+  response.result(http::status::ok);
+  response.set(http::field::content_type, "text/plain; version=0.0.4; charset=utf-8");
+  response.body() = services_.metrics->RenderPrometheus(WISP_VERSION, WISP_GIT_COMMIT);
+}
+
+}  // namespace wisp

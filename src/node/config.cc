@@ -1,0 +1,199 @@
+#include <unistd.h>
+
+#include <charconv>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include <fmt/format.h>
+#include <yaml-cpp/yaml.h>
+
+#include "node/node.h"
+#include "wisp/units.h"
+
+namespace wisp {
+
+std::string DefaultDataDir() {
+  if (const char* home = std::getenv("WISP_HOME"); home && *home) return home;
+  if (const char* home = std::getenv("HOME"); home && *home && access(home, W_OK) == 0) {
+    return (std::filesystem::path(home) / ".wisp" / "node").string();
+  }
+  return ".wisp";
+}
+
+std::string TokenPath(const std::string& data_dir) {
+  return (std::filesystem::path(data_dir) / "token").string();
+}
+
+std::string NodeInfoPath(const std::string& data_dir) {
+  return (std::filesystem::path(data_dir) / "node.json").string();
+}
+
+Status ParseListenAddress(const std::string& text, NodeConfig* config) {
+  std::string host = config->listen_host;
+  std::string port_text = text;
+  if (auto colon = text.rfind(':'); colon != std::string::npos) {
+    host = text.substr(0, colon);
+    port_text = text.substr(colon + 1);
+    if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
+      host = host.substr(1, host.size() - 2);
+    }
+    if (host.empty()) host = "0.0.0.0";
+  }
+  unsigned port = 0;
+  auto [ptr, ec] = std::from_chars(port_text.data(), port_text.data() + port_text.size(), port);
+  if (ec != std::errc() || ptr != port_text.data() + port_text.size() || port > 65535) {
+    return InvalidArgument(fmt::format("listen address '{}' is not HOST:PORT (e.g. 127.0.0.1:8080)", text));
+  }
+  config->listen_host = host;
+  config->listen_port = static_cast<std::uint16_t>(port);
+  return Status::Ok();
+}
+
+namespace {
+
+// Walks a YAML map, refusing keys the caller does not consume, so that a typo in a config
+// is an error instead of a silently ignored setting.
+class ConfigReader {
+ public:
+  ConfigReader(const YAML::Node& node, std::string path, std::string source)
+      : node_(node), path_(std::move(path)), source_(std::move(source)) {}
+
+  Status Error(std::string_view key, std::string_view problem) const {
+    return InvalidArgument(fmt::format("{}: {}{}: {}", source_, path_, key, problem));
+  }
+
+  template <typename Fn>
+  Status Scalar(const char* key, Fn&& apply) {
+    seen_.push_back(key);
+    YAML::Node value = node_[key];
+    if (!value) return Status::Ok();
+    if (!value.IsScalar()) return Error(key, "expected a single value");
+    Status s = apply(value.Scalar());
+    return s.ok() ? s : Error(key, s.message());
+  }
+
+  Status Duration(const char* key, std::chrono::milliseconds* out) {
+    return Scalar(key, [&](const std::string& v) -> Status {
+      ASSIGN_OR_RETURN(*out, ParseDuration(v));
+      return Status::Ok();
+    });
+  }
+  template <typename Int>
+  Status Bytes(const char* key, Int* out) {
+    return Scalar(key, [&](const std::string& v) -> Status {
+      ASSIGN_OR_RETURN(std::uint64_t bytes, ParseByteSize(v));
+      if (bytes == 0 || bytes > std::numeric_limits<Int>::max()) {
+        return InvalidArgument(fmt::format("'{}' is out of range", v));
+      }
+      *out = static_cast<Int>(bytes);
+      return Status::Ok();
+    });
+  }
+  Status String(const char* key, std::string* out) {
+    return Scalar(key, [&](const std::string& v) {
+      *out = v;
+      return Status::Ok();
+    });
+  }
+  Status Int(const char* key, int* out, int min, int max) {
+    return Scalar(key, [&](const std::string& v) -> Status {
+      int n = 0;
+      auto [ptr, ec] = std::from_chars(v.data(), v.data() + v.size(), n);
+      if (ec != std::errc() || ptr != v.data() + v.size() || n < min || n > max) {
+        return InvalidArgument(fmt::format("'{}' is not an integer in [{}, {}]", v, min, max));
+      }
+      *out = n;
+      return Status::Ok();
+    });
+  }
+  Result<ConfigReader> Child(const char* key) {
+    seen_.push_back(key);
+    YAML::Node value = node_[key];
+    if (value && !value.IsMap()) return Error(key, "expected a map");
+    return ConfigReader(value ? value : YAML::Node(YAML::NodeType::Map), path_ + key + ".",
+                        source_);
+  }
+  Status CheckNoUnknownKeys() const {
+    for (const auto& kv : node_) {
+      std::string key = kv.first.as<std::string>();
+      if (std::find(seen_.begin(), seen_.end(), key) == seen_.end()) {
+        return Error(key, "unknown key");
+      }
+    }
+    return Status::Ok();
+  }
+
+ private:
+  YAML::Node node_;
+  std::string path_;
+  std::string source_;
+  std::vector<std::string> seen_;
+};
+
+Status ReadConfig(ConfigReader& root, NodeConfig* c) {
+  RETURN_IF_ERROR(root.Scalar("listen", [&](const std::string& v) {
+    return ParseListenAddress(v, c);
+  }));
+  RETURN_IF_ERROR(root.String("data_dir", &c->data_dir));
+  RETURN_IF_ERROR(root.Int("shards", &c->shards, 0, 256));
+  RETURN_IF_ERROR(root.Scalar("log_level", [&](const std::string& v) -> Status {
+    if (v != "debug" && v != "info" && v != "warn" && v != "error") {
+      return InvalidArgument(fmt::format("'{}' is not one of debug, info, warn, error", v));
+    }
+    c->log_level = v;
+    return Status::Ok();
+  }));
+  RETURN_IF_ERROR(root.Duration("drain_timeout", &c->drain_timeout));
+  ASSIGN_OR_RETURN(ConfigReader http, root.Child("http"));
+  RETURN_IF_ERROR(http.Bytes("max_body", &c->http.max_body_bytes));
+  RETURN_IF_ERROR(http.Bytes("max_deploy_body", &c->http.max_deploy_body_bytes));
+  RETURN_IF_ERROR(http.Bytes("max_header", &c->http.max_header_bytes));
+  RETURN_IF_ERROR(http.Duration("header_timeout", &c->http.header_timeout));
+  RETURN_IF_ERROR(http.Duration("body_timeout", &c->http.body_timeout));
+  RETURN_IF_ERROR(http.Duration("idle_timeout", &c->http.idle_timeout));
+  RETURN_IF_ERROR(http.CheckNoUnknownKeys());
+  ASSIGN_OR_RETURN(ConfigReader state, root.Child("state"));
+  RETURN_IF_ERROR(state.String("backend", &c->state_backend));
+  RETURN_IF_ERROR(state.Scalar("sync", [&](const std::string& v) -> Status {
+    if (v != "normal" && v != "full") return InvalidArgument("expected normal or full");
+    c->state_sync_full = v == "full";
+    return Status::Ok();
+  }));
+  RETURN_IF_ERROR(state.CheckNoUnknownKeys());
+  return root.CheckNoUnknownKeys();
+}
+
+}  // namespace
+
+Result<NodeConfig> ParseNodeConfig(const std::string& yaml_text, const std::string& source) {
+  NodeConfig config;
+  YAML::Node root;
+  try {
+    root = YAML::Load(yaml_text);
+  } catch (const YAML::Exception& e) {
+    return InvalidArgument(fmt::format("{}: line {}, column {}: {}", source, e.mark.line + 1,
+                                       e.mark.column + 1, e.msg));
+  }
+  if (root.IsNull()) return config;  // an empty file means all defaults
+  if (!root.IsMap()) return InvalidArgument(fmt::format("{}: expected a map of settings", source));
+  try {
+    ConfigReader reader(root, "", source);
+    RETURN_IF_ERROR(ReadConfig(reader, &config));
+  } catch (const YAML::Exception& e) {
+    return InvalidArgument(fmt::format("{}: {}", source, e.what()));
+  }
+  return config;
+}
+
+Result<NodeConfig> LoadNodeConfig(const std::string& path) {
+  if (path.empty()) return NodeConfig{};
+  std::ifstream in(path);
+  if (!in) return NotFound(fmt::format("cannot read config file '{}'", path));
+  std::stringstream text;
+  text << in.rdbuf();
+  return ParseNodeConfig(text.str(), path);
+}
+
+}  // namespace wisp

@@ -1,0 +1,238 @@
+#include "node/function_catalog.h"
+
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <sstream>
+
+#include <fmt/chrono.h>
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+#include <spdlog/spdlog.h>
+
+namespace wisp {
+namespace fs = std::filesystem;
+
+namespace {
+
+constexpr const char* kDeployInfoFile = ".wisp-deploy.json";
+
+Result<std::string> ReadFile(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return IoError(fmt::format("cannot read {}", path.string()));
+  std::stringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+std::string RandomSuffix() {
+  static thread_local std::mt19937_64 rng{std::random_device{}()};
+  return fmt::format("{:016x}", rng());
+}
+
+}  // namespace
+
+void FunctionLog::Append(LogLevel level, std::string_view message) {
+  if (message.size() > kMaxMessageBytes) message = message.substr(0, kMaxMessageBytes);
+  Entry entry{std::chrono::system_clock::now(), level, std::string(message)};
+  std::lock_guard lock(mu_);
+  if (entries_.size() == kCapacity) entries_.pop_front();
+  entries_.push_back(std::move(entry));
+}
+
+std::vector<FunctionLog::Entry> FunctionLog::Tail(std::size_t n) const {
+  std::lock_guard lock(mu_);
+  n = std::min(n, entries_.size());
+  return {entries_.end() - static_cast<std::ptrdiff_t>(n), entries_.end()};
+}
+
+FunctionCatalog::FunctionCatalog(std::string data_dir, MetricsRegistry* metrics)
+    : functions_dir_((fs::path(data_dir) / "functions").string()),
+      metrics_(metrics),
+      functions_(std::make_shared<FunctionMap>()) {}
+
+std::shared_ptr<const FunctionMap> FunctionCatalog::Snapshot() const {
+  std::lock_guard lock(mu_);
+  return functions_;
+}
+
+DeployedFunctionPtr FunctionCatalog::Find(std::string_view name) const {
+  auto snapshot = Snapshot();
+  auto it = snapshot->find(name);
+  return it == snapshot->end() ? nullptr : it->second;
+}
+
+void FunctionCatalog::Publish(std::shared_ptr<const FunctionMap> next) {
+  std::lock_guard lock(mu_);
+  functions_ = std::move(next);
+  generation_.fetch_add(1, std::memory_order_acq_rel);
+}
+
+Result<DeployedFunctionPtr> FunctionCatalog::Prepare(
+    const FunctionSpec& spec, const std::string& dir,
+    std::chrono::system_clock::time_point deployed_at, std::vector<std::string> files) {
+  const RuntimeFactory* factory = RuntimeRegistry::Get().Find(spec.runtime);
+  if (!factory) {
+    return InvalidArgument(fmt::format("function '{}': unknown runtime '{}' (this node has: {})",
+                                       spec.name, spec.runtime,
+                                       fmt::join(RuntimeRegistry::Get().Names(), ", ")));
+  }
+  auto fn = std::make_shared<DeployedFunction>();
+  fn->spec = std::make_shared<const FunctionSpec>(spec);
+  fn->dir = dir;
+  fn->runtime = (*factory)();
+  fn->deployed_at = deployed_at;
+  fn->files = std::move(files);
+  return DeployedFunctionPtr(std::move(fn));
+}
+
+void FunctionCatalog::LoadFromDisk() {
+  std::lock_guard change_lock(change_mu_);
+  std::error_code ec;
+  fs::create_directories(functions_dir_, ec);
+  auto next = std::make_shared<FunctionMap>();
+  for (const auto& entry : fs::directory_iterator(functions_dir_, ec)) {
+    const std::string name = entry.path().filename().string();
+    if (!entry.is_directory() || name.starts_with(".")) {
+      if (name.starts_with(".staging-") || name.starts_with(".trash-")) {
+        fs::remove_all(entry.path(), ec);  // left over from a crash during deploy
+      }
+      continue;
+    }
+    auto manifest = ReadFile(entry.path() / "wisp.yaml");
+    Result<std::vector<FunctionSpec>> specs =
+        manifest.ok() ? ParseManifest(*manifest, name + "/wisp.yaml")
+                      : Result<std::vector<FunctionSpec>>(manifest.status());
+    if (!specs.ok()) {
+      spdlog::error("not loading function '{}': {}", name, specs.status().ToString());
+      continue;
+    }
+    auto spec = std::find_if(specs->begin(), specs->end(),
+                             [&](const FunctionSpec& s) { return s.name == name; });
+    if (spec == specs->end()) {
+      spdlog::error("not loading function '{}': its manifest no longer declares it", name);
+      continue;
+    }
+    auto deployed_at = std::chrono::system_clock::now();
+    if (auto info = ReadFile(entry.path() / kDeployInfoFile); info.ok()) {
+      auto json = nlohmann::json::parse(*info, nullptr, false);
+      if (json.is_object() && json["deployed_at_ms"].is_number_integer()) {
+        deployed_at = std::chrono::system_clock::time_point(
+            std::chrono::milliseconds(json["deployed_at_ms"].get<std::int64_t>()));
+      }
+    }
+    std::vector<std::string> files;
+    if (auto bundle = ReadBundleFromDirectory(entry.path().string()); bundle.ok()) {
+      for (const auto& [path, bytes] : bundle->files) files.push_back(path);
+    }
+    auto fn = Prepare(*spec, entry.path().string(), deployed_at, std::move(files));
+    if (!fn.ok()) {
+      spdlog::error("not loading function '{}': {}", name, fn.status().ToString());
+      continue;
+    }
+    next->emplace(name, *fn);
+  }
+  for (auto& [name, fn] : *next) {
+    auto mutable_fn = std::const_pointer_cast<DeployedFunction>(fn);
+    mutable_fn->metrics = metrics_->ForFunction(name, fn->spec->runtime);
+    mutable_fn->log = logs_.try_emplace(name, std::make_shared<FunctionLog>()).first->second;
+    spdlog::info("loaded function '{}' (runtime {}, version {})", name, fn->spec->runtime,
+                 fn->spec->version);
+  }
+  Publish(std::move(next));
+}
+
+Result<std::vector<DeployedFunctionPtr>> FunctionCatalog::Deploy(const Bundle& bundle) {
+  auto manifest = bundle.files.find("wisp.yaml");
+  if (manifest == bundle.files.end()) {
+    return InvalidArgument("the bundle has no wisp.yaml at its top level");
+  }
+  ASSIGN_OR_RETURN(std::vector<FunctionSpec> specs, ParseManifest(manifest->second, "wisp.yaml"));
+  std::lock_guard change_lock(change_mu_);
+
+  std::vector<std::string> files;
+  for (const auto& [path, bytes] : bundle.files) files.push_back(path);
+
+  // Stage the files once and prove every function loads before anything is published, so a
+  // bad deploy leaves the running version untouched.
+  std::error_code ec;
+  fs::create_directories(functions_dir_, ec);
+  const fs::path staging = fs::path(functions_dir_) / (".staging-" + RandomSuffix());
+  RETURN_IF_ERROR(WriteBundleToDirectory(bundle, staging.string()));
+  auto cleanup_staging = [&] { fs::remove_all(staging, ec); };
+
+  const auto now = std::chrono::system_clock::now();
+  std::vector<DeployedFunctionPtr> prepared;
+  for (const FunctionSpec& spec : specs) {
+    if (!bundle.files.contains(spec.handler_file)) {
+      cleanup_staging();
+      return InvalidArgument(fmt::format("function '{}': handler file '{}' is not in the bundle",
+                                         spec.name, spec.handler_file));
+    }
+    auto fn = Prepare(spec, (fs::path(functions_dir_) / spec.name).string(), now, files);
+    if (!fn.ok()) {
+      cleanup_staging();
+      return fn.status();
+    }
+    auto probe = (*fn)->runtime->CreateInstance((*fn)->spec, staging.string());
+    if (!probe.ok()) {
+      cleanup_staging();
+      return Status(probe.status().code() == StatusCode::kInternal ? StatusCode::kInternal
+                                                                   : StatusCode::kInvalidArgument,
+                    fmt::format("function '{}' does not load: {}", spec.name,
+                                probe.status().message()));
+    }
+    prepared.push_back(*fn);
+  }
+
+  const std::string info =
+      nlohmann::json{{"deployed_at_ms", std::chrono::duration_cast<std::chrono::milliseconds>(
+                                            now.time_since_epoch())
+                                            .count()}}
+          .dump();
+  auto next = std::make_shared<FunctionMap>(*functions_);
+  for (std::size_t i = 0; i < prepared.size(); ++i) {
+    const std::string& name = prepared[i]->spec->name;
+    // Each function gets its own copy of the bundle, so deleting or redeploying one never
+    // touches another that came from the same manifest.
+    const fs::path target = fs::path(functions_dir_) / name;
+    const fs::path copy = fs::path(functions_dir_) / (".staging-" + RandomSuffix());
+    fs::copy(staging, copy, fs::copy_options::recursive, ec);
+    if (!ec) std::ofstream(copy / kDeployInfoFile) << info;
+    const fs::path trash = fs::path(functions_dir_) / (".trash-" + RandomSuffix());
+    if (!ec && fs::exists(target)) fs::rename(target, trash, ec);
+    if (!ec) fs::rename(copy, target, ec);
+    fs::remove_all(trash, ec);
+    if (ec) {
+      cleanup_staging();
+      return IoError(fmt::format("cannot store function '{}' in {}: {}", name, target.string(),
+                                 ec.message()));
+    }
+    auto fn = std::const_pointer_cast<DeployedFunction>(prepared[i]);
+    fn->metrics = metrics_->ForFunction(name, fn->spec->runtime);
+    fn->log = logs_.try_emplace(name, std::make_shared<FunctionLog>()).first->second;
+    fn->log->Append(LogLevel::kInfo, fmt::format("deployed version {}", fn->spec->version));
+    (*next)[name] = prepared[i];
+  }
+  cleanup_staging();
+  Publish(std::move(next));
+  return prepared;
+}
+
+Status FunctionCatalog::Remove(std::string_view name) {
+  std::lock_guard change_lock(change_mu_);
+  auto it = functions_->find(name);
+  if (it == functions_->end()) return NotFound(fmt::format("no function named '{}'", name));
+  auto next = std::make_shared<FunctionMap>(*functions_);
+  next->erase(std::string(name));
+  std::error_code ec;
+  const fs::path trash = fs::path(functions_dir_) / (".trash-" + RandomSuffix());
+  fs::rename(fs::path(functions_dir_) / std::string(name), trash, ec);
+  fs::remove_all(trash, ec);
+  metrics_->RemoveFunction(std::string(name));
+  logs_.erase(std::string(name));
+  Publish(std::move(next));
+  return Status::Ok();
+}
+
+}  // namespace wisp

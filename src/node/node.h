@@ -1,0 +1,55 @@
+// The node: configuration and the entry point that wispd and `wisp up` share.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "wisp/status.h"
+
+namespace wisp {
+
+struct HttpConfig {
+  std::uint64_t max_body_bytes = 1ull << 20;          // invoke bodies (413 above)
+  std::uint64_t max_deploy_body_bytes = 32ull << 20;  // deploy bundles
+  std::uint32_t max_header_bytes = 16 << 10;
+  std::chrono::milliseconds header_timeout{10'000};  // whole request head must arrive in this
+  std::chrono::milliseconds body_timeout{30'000};
+  std::chrono::milliseconds idle_timeout{60'000};  // keep-alive connection with no request
+};
+
+struct NodeConfig {
+  std::string listen_host = "127.0.0.1";
+  std::uint16_t listen_port = 8080;  // 0: pick a free port (written to <data>/node.json)
+  std::string data_dir;              // empty: DefaultDataDir()
+  int shards = 0;                    // 0: one per core
+  HttpConfig http;
+  std::string state_backend = "sqlite";
+  bool state_sync_full = false;
+  std::string log_level = "info";
+  std::chrono::milliseconds drain_timeout{10'000};
+  std::vector<std::string> deploy_dirs;  // function directories deployed at start (--deploy)
+};
+
+// $WISP_HOME if set, else $HOME/.wisp/node when HOME is set, else ./.wisp.
+std::string DefaultDataDir();
+
+// Reads a YAML config file over the embedded defaults (`path` empty: defaults only). Unknown
+// keys and bad values are InvalidArgument naming the key.
+Result<NodeConfig> LoadNodeConfig(const std::string& path);
+Result<NodeConfig> ParseNodeConfig(const std::string& yaml_text, const std::string& source);
+
+// Parses "HOST:PORT" (also ":PORT" and "PORT") into the config.
+Status ParseListenAddress(const std::string& text, NodeConfig* config);
+
+// Runs the node until SIGTERM or SIGINT, then drains in-flight calls and returns 0; returns
+// non-zero (after printing why) when it cannot start.
+int RunNode(const NodeConfig& config);
+
+// Files the node keeps in its data directory, for the CLI to find a local node.
+std::string TokenPath(const std::string& data_dir);     // <data>/token
+std::string NodeInfoPath(const std::string& data_dir);  // <data>/node.json {"url","pid"}
+
+}  // namespace wisp

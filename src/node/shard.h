@@ -1,0 +1,125 @@
+// A shard: one thread, one event loop, its own function instances and state connection.
+//
+// Shared-nothing in the Seastar sense: a request accepted by a shard is parsed, routed, run and
+// answered on that shard's thread, against instances only that shard touches, so the invoke
+// path takes no lock. What shards share is read-mostly and reached without locks on the hot
+// path: the function catalog (checked by generation number) and per-shard metric slots.
+#pragma once
+
+#include <utility>  // before Asio (see http/server.h)
+
+#include <atomic>
+#include <boost/asio/io_context.hpp>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "http/request.h"
+#include "http/server.h"
+#include "metrics/metrics.h"
+#include "node/function_catalog.h"
+#include "node/node.h"
+#include "wisp/runtime.h"
+#include "wisp/state_store.h"
+
+namespace wisp {
+
+// What every shard shares. Owned by RunNode, outlives the shards; all members thread-safe.
+struct NodeServices {
+  const NodeConfig* config = nullptr;
+  FunctionCatalog* catalog = nullptr;
+  MetricsRegistry* metrics = nullptr;
+  StateBackend* state_backend = nullptr;
+  std::string token;  // the control API's bearer token
+  std::atomic<bool> draining{false};
+  int shard_count = 1;
+  // Asks every shard to create the warm instances the catalog now calls for.
+  std::function<void()> prewarm_all;
+};
+
+class Shard final : public HttpHandler {
+ public:
+  Shard(int index, NodeServices& services);
+  ~Shard() override;
+
+  // Connects the state store and binds the listener (port 0 picks one). Before Run().
+  Status Init(std::uint16_t port);
+  std::uint16_t port() const { return listener_->port(); }
+
+  boost::asio::io_context& io() { return io_; }
+  // Runs the event loop until it has no more work (after Drain) or is stopped.
+  void Run();
+
+  // Both are posted to the shard's loop by other threads.
+  void Prewarm();  // brings every function up to its scale.min warm instances
+  void Drain();    // stops accepting; in-flight requests finish
+
+  // HttpHandler
+  std::uint64_t BodyLimit(const HttpRequestHead& head) const override;
+  void Handle(HttpRequest& request, HttpResponse& response) override;
+
+ private:
+  struct ShardFunction {
+    DeployedFunctionPtr fn;
+    std::vector<InstancePtr> idle;
+    int instances = 0;  // idle + busy
+  };
+
+  // The HostApi handlers see during a call; one per shard, bound to the function being run.
+  class Host final : public HostApi {
+   public:
+    explicit Host(Shard& shard) : shard_(shard) {}
+    void Bind(const DeployedFunction* fn, FunctionShardMetrics* metrics) {
+      fn_ = fn;
+      metrics_ = metrics;
+    }
+    StateStore& State() override { return *shard_.state_; }
+    std::string_view Namespace() const override { return fn_->spec->name; }
+    void Log(LogLevel level, std::string_view message) override;
+    Status Emit(std::string_view topic, std::string_view payload,
+                const EmitOptions& options) override;
+    std::chrono::system_clock::time_point Now() const override;
+
+   private:
+    Shard& shard_;
+    const DeployedFunction* fn_ = nullptr;
+    FunctionShardMetrics* metrics_ = nullptr;
+  };
+
+  ShardFunction* FindFunction(std::string_view name);
+  void SyncCatalog();
+  void DropInstances(ShardFunction& sf);
+  Result<InstancePtr> AcquireInstance(ShardFunction& sf, bool* cold);
+  void ReleaseInstance(ShardFunction& sf, InstancePtr instance, const Status& outcome);
+
+  bool Authorized(const HttpRequest& request) const;
+  void HandleInvoke(const Route& route, HttpRequest& request, HttpResponse& response);
+  void HandleDeploy(HttpRequest& request, HttpResponse& response);
+  void HandleList(HttpResponse& response);
+  void HandleDescribe(const Route& route, HttpResponse& response);
+  void HandleDelete(const Route& route, HttpResponse& response);
+  void HandleLogs(const Route& route, HttpResponse& response);
+  void HandleHealth(HttpResponse& response);
+  void HandleMetrics(HttpResponse& response);
+
+  const int index_;
+  NodeServices& services_;
+  boost::asio::io_context io_{1};
+  std::unique_ptr<HttpListener> listener_;
+  StateStorePtr state_;
+  Host host_{*this};
+
+  struct StringHash {
+    using is_transparent = void;
+    std::size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
+  };
+  std::unordered_map<std::string, ShardFunction, StringHash, std::equal_to<>> functions_;
+  std::uint64_t catalog_generation_ = 0;
+  std::uint64_t next_event_seq_ = 0;
+  std::vector<HeaderView> header_views_;  // reused per request to avoid an allocation
+};
+
+}  // namespace wisp
