@@ -1,0 +1,696 @@
+#include "runtime/lua/lua_runtime.h"
+
+#include <stdlib.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+#include <lua.hpp>
+#include <nlohmann/json.hpp>
+
+#include "test_fakes.h"
+
+namespace wisp {
+namespace {
+
+using testing::FakeStateStore;
+using testing::RecordingHost;
+
+// gtest alone (no gmock): the unit test target links only gtest.
+::testing::AssertionResult Contains(const std::string& text, const std::string& part) {
+  if (text.find(part) != std::string::npos) return ::testing::AssertionSuccess();
+  return ::testing::AssertionFailure() << "'" << text << "' does not contain '" << part << "'";
+}
+
+class LuaRuntimeTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    std::string templ = (std::filesystem::temp_directory_path() / "wisp-lua-XXXXXX").string();
+    ASSERT_NE(mkdtemp(templ.data()), nullptr);
+    dir_ = templ;
+  }
+  void TearDown() override { std::filesystem::remove_all(dir_); }
+
+  void WriteFile(const std::string& relative, const std::string& contents) {
+    std::filesystem::path path = std::filesystem::path(dir_) / relative;
+    std::filesystem::create_directories(path.parent_path());
+    std::ofstream(path, std::ios::binary) << contents;
+  }
+
+  std::shared_ptr<FunctionSpec> Spec() {
+    auto spec = std::make_shared<FunctionSpec>();
+    spec->name = "fn";
+    spec->runtime = "lua";
+    spec->handler_file = "handler.lua";
+    spec->handler_entry = "handle";
+    spec->limits.timeout = std::chrono::seconds(10);
+    spec->limits.memory_bytes = 32ull << 20;
+    return spec;
+  }
+
+  Result<InstancePtr> Create(const std::string& source,
+                             std::shared_ptr<FunctionSpec> spec = nullptr) {
+    WriteFile("handler.lua", source);
+    return runtime_->CreateInstance(spec ? spec : Spec(), dir_);
+  }
+
+  // Loads a handler that must load.
+  InstancePtr MustCreate(const std::string& source, std::shared_ptr<FunctionSpec> spec = nullptr) {
+    Result<InstancePtr> instance = Create(source, std::move(spec));
+    EXPECT_TRUE(instance.ok()) << instance.status().ToString();
+    return instance.ok() ? std::move(instance).value() : nullptr;
+  }
+
+  // A module whose handle(event, ctx) has `body` as its body.
+  static std::string Handler(const std::string& body) {
+    return "local M = {}\nfunction M.handle(event, ctx)\n" + body + "\nend\nreturn M\n";
+  }
+
+  Result<Reply> Call(Instance& instance) { return instance.Invoke(event_, host_); }
+
+  // Runs a handler body once and returns the reply (failing the test on error).
+  Reply Run(const std::string& body) {
+    InstancePtr instance = MustCreate(Handler(body));
+    if (instance == nullptr) return {};
+    Result<Reply> reply = Call(*instance);
+    EXPECT_TRUE(reply.ok()) << reply.status().ToString();
+    return reply.ok() ? std::move(reply).value() : Reply{};
+  }
+
+  // Runs a handler body once and returns its error.
+  Status RunError(const std::string& body, std::shared_ptr<FunctionSpec> spec = nullptr) {
+    InstancePtr instance = MustCreate(Handler(body), std::move(spec));
+    if (instance == nullptr) return Internal("no instance");
+    return Call(*instance).status();
+  }
+
+  static nlohmann::json Json(const Reply& reply) {
+    return nlohmann::json::parse(reply.body, nullptr, /*allow_exceptions=*/false);
+  }
+
+  RuntimePtr runtime_ = MakeLuaRuntime();
+  std::string dir_;
+  FakeStateStore store_;
+  RecordingHost host_{&store_, "fn"};
+  Event event_;
+};
+
+// --- Loading -------------------------------------------------------------------------------
+
+TEST_F(LuaRuntimeTest, LoadsModuleTable) {
+  InstancePtr instance = MustCreate(Handler("return 'hi'"));
+  ASSERT_NE(instance, nullptr);
+  EXPECT_TRUE(instance->Reusable());
+  EXPECT_GT(instance->MemoryBytes(), 0u);
+  EXPECT_LT(instance->MemoryBytes(), 32ull << 20);
+}
+
+TEST_F(LuaRuntimeTest, LoadsGlobalFunction) {
+  InstancePtr instance = MustCreate("function handle(event, ctx) return 'global' end\n");
+  ASSERT_NE(instance, nullptr);
+  EXPECT_EQ(Call(*instance)->body, "global");
+}
+
+TEST_F(LuaRuntimeTest, UsesTheEntryNameOfTheSpec) {
+  auto spec = Spec();
+  spec->handler_entry = "main";
+  InstancePtr instance = MustCreate("return { main = function() return 'main' end }\n", spec);
+  ASSERT_NE(instance, nullptr);
+  EXPECT_EQ(Call(*instance)->body, "main");
+}
+
+TEST_F(LuaRuntimeTest, CompileErrorIsInvalidArgument) {
+  Result<InstancePtr> instance = Create("local M = {}\nfunction M.handle(\n  return x +\nend\n");
+  ASSERT_FALSE(instance.ok());
+  EXPECT_EQ(instance.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_TRUE(Contains(instance.status().message(), "handler.lua:"));
+}
+
+TEST_F(LuaRuntimeTest, MissingEntryIsInvalidArgument) {
+  Result<InstancePtr> instance = Create("local M = {}\nfunction M.other() end\nreturn M\n");
+  ASSERT_FALSE(instance.ok());
+  EXPECT_EQ(instance.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_TRUE(Contains(instance.status().message(), "no function 'handle'"));
+}
+
+TEST_F(LuaRuntimeTest, ErrorWhileLoadingIsInvalidArgument) {
+  Result<InstancePtr> instance = Create("error('broken at load')\n");
+  ASSERT_FALSE(instance.ok());
+  EXPECT_EQ(instance.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_TRUE(Contains(instance.status().message(), "handler.lua:1: broken at load"));
+}
+
+TEST_F(LuaRuntimeTest, MissingHandlerFileIsInvalidArgument) {
+  Result<InstancePtr> instance = runtime_->CreateInstance(Spec(), dir_);
+  ASSERT_FALSE(instance.ok());
+  EXPECT_EQ(instance.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_TRUE(Contains(instance.status().message(), "handler.lua"));
+}
+
+TEST_F(LuaRuntimeTest, LoopWhileLoadingIsDeadlineExceeded) {
+  auto spec = Spec();
+  spec->limits.timeout = std::chrono::milliseconds(100);
+  Result<InstancePtr> instance = Create("while true do end\n", spec);
+  ASSERT_FALSE(instance.ok());
+  EXPECT_EQ(instance.status().code(), StatusCode::kDeadlineExceeded);
+}
+
+TEST_F(LuaRuntimeTest, IsRegisteredUnderLua) {
+  RegisterLuaRuntime();
+  const RuntimeFactory* factory = RuntimeRegistry::Get().Find("lua");
+  ASSERT_NE(factory, nullptr);
+  EXPECT_NE((*factory)(), nullptr);
+}
+
+// --- Return values -------------------------------------------------------------------------
+
+TEST_F(LuaRuntimeTest, StringIsTextPlain) {
+  Reply reply = Run("return 'hello'");
+  EXPECT_EQ(reply.status, 200);
+  EXPECT_EQ(reply.body, "hello");
+  EXPECT_EQ(reply.content_type, "text/plain");
+}
+
+TEST_F(LuaRuntimeTest, NilIsEmpty200) {
+  Reply reply = Run("return nil");
+  EXPECT_EQ(reply.status, 200);
+  EXPECT_EQ(reply.body, "");
+  EXPECT_EQ(reply.content_type, "");
+}
+
+TEST_F(LuaRuntimeTest, ReplyTableWithStatusHeadersAndStringBody) {
+  Reply reply =
+      Run("return { status = 201, headers = { ['X-Thing'] = 'a', ['Content-Type'] = 'text/csv',"
+          " ['X-N'] = 7 }, body = 'a,b' }");
+  EXPECT_EQ(reply.status, 201);
+  EXPECT_EQ(reply.body, "a,b");
+  EXPECT_EQ(reply.content_type, "text/csv");
+  std::map<std::string, std::string> headers(reply.headers.begin(), reply.headers.end());
+  EXPECT_EQ(headers, (std::map<std::string, std::string>{{"X-Thing", "a"}, {"X-N", "7"}}));
+}
+
+TEST_F(LuaRuntimeTest, StatusCodeAndTableBodyAreJson) {
+  Reply reply = Run("return { statusCode = 404, body = { error = 'nope', n = 2 } }");
+  EXPECT_EQ(reply.status, 404);
+  EXPECT_EQ(reply.content_type, "application/json");
+  EXPECT_EQ(Json(reply), nlohmann::json({{"error", "nope"}, {"n", 2}}));
+}
+
+TEST_F(LuaRuntimeTest, PlainTableIsJson) {
+  Reply reply = Run("return { ok = true, list = {1, 2.5, 'x'}, empty = {}, nested = { a = {} } }");
+  EXPECT_EQ(reply.status, 200);
+  EXPECT_EQ(reply.content_type, "application/json");
+  EXPECT_EQ(Json(reply), nlohmann::json::parse(
+                             R"({"ok":true,"list":[1,2.5,"x"],"empty":{},"nested":{"a":{}}})"));
+}
+
+TEST_F(LuaRuntimeTest, JsonEncodingRules) {
+  EXPECT_EQ(Run("return {1, 2, 3}").body, "[1,2,3]");
+  EXPECT_EQ(Run("return {}").body, "{}");
+  EXPECT_EQ(Json(Run("return {[1] = 'a', [3] = 'c'}")), nlohmann::json({{"1", "a"}, {"3", "c"}}));
+  EXPECT_EQ(Json(Run("return {[true] = 1, [1.5] = 2}")), nlohmann::json({{"true", 1}, {"1.5", 2}}));
+  EXPECT_EQ(Run("return {'a\"b\\\\c\\n\\1'}").body, R"(["a\"b\\c\n\u0001"])");
+  EXPECT_EQ(Run("return {'h\\195\\169llo'}").body, "[\"h\xc3\xa9llo\"]");
+  EXPECT_EQ(Run("return {1e300, -0.5, 2^53}").body, "[1e+300,-0.5,9007199254740992]");
+}
+
+TEST_F(LuaRuntimeTest, NumbersAndBooleansAreJsonText) {
+  Reply number = Run("return 42");
+  EXPECT_EQ(number.body, "42");
+  EXPECT_EQ(number.content_type, "application/json");
+  EXPECT_EQ(Run("return true").body, "true");
+  EXPECT_EQ(Run("return { body = 1.5 }").body, "1.5");
+}
+
+TEST_F(LuaRuntimeTest, InvalidRepliesAreInvalidArgumentAndKeepTheInstance) {
+  const char* cases[] = {
+      "return { status = 700 }",
+      "return { status = '200' }",
+      "return { status = 200.5 }",
+      "return function() end",
+      "return { body = function() end }",
+      "local t = {} t.self = t return t",
+      "return { x = 0/0 }",
+      "return { x = 1/0 }",
+      "return { [{}] = 1 }",
+      "return { '\\255' }",
+      "return { headers = { ['X-A'] = 'a\\r\\nSet-Cookie: x=1' } }",
+      "return { headers = { ['bad name'] = 'v' } }",
+      "return { headers = 'x' }",
+  };
+  for (const char* body : cases) {
+    SCOPED_TRACE(body);
+    InstancePtr instance = MustCreate(Handler(body));
+    ASSERT_NE(instance, nullptr);
+    Result<Reply> reply = Call(*instance);
+    ASSERT_FALSE(reply.ok());
+    EXPECT_EQ(reply.status().code(), StatusCode::kInvalidArgument);
+    EXPECT_TRUE(instance->Reusable());
+  }
+  EXPECT_EQ(RunError("return { status = 99 }").message(), "handler returned invalid status");
+}
+
+TEST_F(LuaRuntimeTest, NestingLimitIs64) {
+  // 64 nested tables encode, 65 do not.
+  std::string make = "local t = {} for i = 1, N - 1 do t = { t } end return t";
+  EXPECT_EQ(Run("local N = 64 " + make).body.size(), 64u * 2);
+  EXPECT_EQ(RunError("local N = 65 " + make).code(), StatusCode::kInvalidArgument);
+}
+
+// --- Event ---------------------------------------------------------------------------------
+
+TEST_F(LuaRuntimeTest, HttpEventFields) {
+  std::vector<HeaderView> headers = {
+      {"Content-Type", "text/plain"}, {"X-Thing", "1"}, {"x-thing", "2"}};
+  event_.trigger = TriggerKind::kHttp;
+  event_.id = 0xabc;
+  event_.timestamp = std::chrono::system_clock::time_point(std::chrono::milliseconds(1500));
+  event_.method = "POST";
+  event_.path = "/pump";
+  event_.query = "a=1&b=2";
+  event_.content_type = "text/plain";
+  event_.headers = headers;
+  event_.body = "hello";
+  Reply reply = Run(R"(
+    return { b = event.body, method = event.method, path = event.path, query = event.query,
+             content_type = event.content_type, trigger = event.trigger,
+             topic = event.topic == nil, id = event.id, timestamp = event.timestamp,
+             hdrs = event.headers, json = event.json == nil, again = event.body,
+             unknown = event.nope == nil })");
+  EXPECT_EQ(Json(reply), nlohmann::json::parse(R"({
+    "b": "hello", "method": "POST", "path": "/pump", "query": "a=1&b=2",
+    "content_type": "text/plain", "trigger": "http", "topic": true, "id": "0000000000000abc",
+    "timestamp": 1.5, "json": true, "again": "hello", "unknown": true,
+    "hdrs": {"content-type": "text/plain", "x-thing": "1, 2"}})"));
+}
+
+TEST_F(LuaRuntimeTest, MqttEventFields) {
+  event_.trigger = TriggerKind::kMqtt;
+  event_.topic = "plant/3/pump/7";
+  Reply reply =
+      Run("return { trigger = event.trigger, topic = event.topic, method = event.method == nil,"
+          " query = event.query, b = event.body }");
+  EXPECT_EQ(Json(reply), nlohmann::json::parse(
+                             R"({"trigger":"mqtt","topic":"plant/3/pump/7","method":true,
+                                 "query":"","b":""})"));
+}
+
+TEST_F(LuaRuntimeTest, JsonIsDecoded) {
+  nlohmann::json json = nlohmann::json::parse(
+      R"({"pump":"p1","vibration":7.5,"n":-3,"big":18446744073709551615,"ok":false,
+          "none":null,"list":[10,{"x":"y"},[]],"obj":{}})");
+  event_.json = &json;
+  Reply reply = Run(R"(
+    local j = event.json
+    return { pump = j.pump, vibration = j.vibration, n = j.n, ok = j.ok, big = j.big > 1e19,
+             none = j.none == nil, len = #j.list, first = j.list[1], x = j.list[2].x,
+             inner = type(j.list[3]), obj = type(j.obj), same = event.json == j })");
+  EXPECT_EQ(Json(reply), nlohmann::json::parse(
+                             R"({"pump":"p1","vibration":7.5,"n":-3,"ok":false,"big":true,
+                                 "none":true,"len":3,"first":10,"x":"y","inner":"table",
+                                 "obj":"table","same":true})"));
+}
+
+TEST_F(LuaRuntimeTest, StaleEventReadsNil) {
+  InstancePtr instance = MustCreate(Handler(R"(
+    if saved then return { stale = saved.body == nil, cached = saved.path } end
+    saved = event
+    local _ = event.path
+    return 'saved')"));
+  ASSERT_NE(instance, nullptr);
+  event_.path = "/first";
+  event_.body = "first";
+  ASSERT_EQ(Call(*instance)->body, "saved");
+  event_.path = "/second";
+  event_.body = "second";
+  Result<Reply> reply = Call(*instance);
+  ASSERT_TRUE(reply.ok()) << reply.status().ToString();
+  // Fields read during the first call stay; nothing else can be read from the old event.
+  EXPECT_EQ(Json(*reply), nlohmann::json::parse(R"({"stale":true,"cached":"/first"})"));
+}
+
+// --- ctx -----------------------------------------------------------------------------------
+
+TEST_F(LuaRuntimeTest, Env) {
+  auto spec = Spec();
+  spec->environment = {{"VIBRATION_LIMIT", "7.1"}};
+  InstancePtr instance =
+      MustCreate(Handler("return { limit = tonumber(ctx.env('VIBRATION_LIMIT')), missing = "
+                         "ctx.env('NOPE') == nil }"),
+                 spec);
+  ASSERT_NE(instance, nullptr);
+  EXPECT_EQ(Json(*Call(*instance)), nlohmann::json::parse(R"({"limit":7.1,"missing":true})"));
+}
+
+TEST_F(LuaRuntimeTest, StateOperations) {
+  Reply reply = Run(R"(
+    ctx.state:put('a', 'x')
+    ctx.state:put('n', 5, 10)
+    ctx.state:put('t', { k = 1 })
+    local got, missing = ctx.state:get('a'), ctx.state:get('zz')
+    local c1 = ctx.state:incr('c')
+    local c2 = ctx.state:incr('c', 5, 2.5)
+    local d1, d2 = ctx.state:delete('a'), ctx.state:delete('a')
+    return { got = got, missing = missing == nil, c1 = c1, c2 = c2, d1 = d1, d2 = d2 })");
+  EXPECT_EQ(Json(reply), nlohmann::json::parse(
+                             R"({"got":"x","missing":true,"c1":1,"c2":6,"d1":true,"d2":false})"));
+  ASSERT_NE(store_.Find("fn", "n"), nullptr);
+  EXPECT_EQ(store_.Find("fn", "n")->value, "5");
+  EXPECT_EQ(store_.Find("fn", "n")->ttl, std::chrono::milliseconds(10'000));
+  EXPECT_EQ(store_.Find("fn", "t")->value, R"({"k":1})");
+  EXPECT_EQ(store_.Find("fn", "c")->value, "6");
+  EXPECT_EQ(store_.Find("fn", "c")->ttl, std::chrono::milliseconds(2'500));
+  EXPECT_EQ(store_.Find("fn", "a"), nullptr);
+}
+
+TEST_F(LuaRuntimeTest, StateErrorsAreLuaErrors) {
+  store_.FailWith(IoError("disk full"));
+  // Not a tail call: that would drop the caller's frame and with it the location.
+  Status status = RunError("local v = ctx.state:get('k') return v");
+  EXPECT_EQ(status.code(), StatusCode::kFunctionError);
+  EXPECT_TRUE(Contains(status.message(), "disk full"));
+  EXPECT_TRUE(Contains(status.message(), "handler.lua:3:"));
+  store_.ClearFailure();
+
+  ASSERT_TRUE(store_.Put("fn", "word", "abc").ok());
+  EXPECT_TRUE(Contains(RunError("return ctx.state:incr('word')").message(), "not an integer"));
+  EXPECT_TRUE(Contains(RunError("return ctx.state.get('k')").message(), "colon"));
+  EXPECT_TRUE(Contains(RunError("ctx.state:put('k', nil)").message(), "missing value"));
+  EXPECT_TRUE(Contains(RunError("ctx.state:put('k', 'v', -1)").message(), "ttl"));
+  EXPECT_TRUE(Contains(RunError("ctx.state:incr('k', 1.5)").message(), "integer"));
+}
+
+TEST_F(LuaRuntimeTest, PcallCatchesOrdinaryErrors) {
+  store_.FailWith(IoError("disk full"));
+  EXPECT_EQ(Run("local ok, err = pcall(ctx.state.get, ctx.state, 'k') return tostring(ok)").body,
+            "false");
+}
+
+TEST_F(LuaRuntimeTest, EmitIsRecorded) {
+  Run(R"(
+    ctx.emit('plant/alerts', { pump = 'p1', vibration = 9.5 }, { qos = 1, retain = true })
+    ctx.emit('plant/raw', 'text'))");
+  ASSERT_EQ(host_.emitted.size(), 2u);
+  EXPECT_EQ(host_.emitted[0].topic, "plant/alerts");
+  EXPECT_EQ(nlohmann::json::parse(host_.emitted[0].payload),
+            nlohmann::json({{"pump", "p1"}, {"vibration", 9.5}}));
+  EXPECT_EQ(host_.emitted[0].options.qos, 1);
+  EXPECT_TRUE(host_.emitted[0].options.retain);
+  EXPECT_EQ(host_.emitted[1].payload, "text");
+  EXPECT_EQ(host_.emitted[1].options.qos, 0);
+  EXPECT_FALSE(host_.emitted[1].options.retain);
+
+  EXPECT_TRUE(Contains(RunError("ctx.emit('plant/#', 'x')").message(), "invalid topic"));
+  EXPECT_TRUE(Contains(RunError("ctx.emit('t', 'x', { qos = 3 })").message(), "qos"));
+  EXPECT_TRUE(Contains(RunError("ctx.emit('t')").message(), "want a string or a table"));
+}
+
+TEST_F(LuaRuntimeTest, LogIsRecorded) {
+  Run(R"(
+    ctx.log('a', 1, true, nil, 2.5)
+    ctx.warn('careful')
+    ctx.error('bad', setmetatable({}, { __tostring = function() return 'obj' end }))
+    print('printed'))");
+  ASSERT_EQ(host_.logs.size(), 4u);
+  EXPECT_EQ(host_.logs[0].level, LogLevel::kInfo);
+  EXPECT_EQ(host_.logs[0].message, "a 1 true nil 2.5");
+  EXPECT_EQ(host_.logs[1].level, LogLevel::kWarn);
+  EXPECT_EQ(host_.logs[1].message, "careful");
+  EXPECT_EQ(host_.logs[2].level, LogLevel::kError);
+  EXPECT_EQ(host_.logs[2].message, "bad obj");
+  EXPECT_EQ(host_.logs[3].level, LogLevel::kInfo);
+  EXPECT_EQ(host_.logs[3].message, "printed");
+}
+
+TEST_F(LuaRuntimeTest, Now) {
+  host_.now = std::chrono::system_clock::time_point(std::chrono::milliseconds(1'234'500));
+  EXPECT_EQ(Run("return ctx.now()").body, "1234.5");
+}
+
+TEST_F(LuaRuntimeTest, CtxIsReadOnly) {
+  EXPECT_TRUE(Contains(RunError("ctx.state = nil").message(), "read-only"));
+  EXPECT_TRUE(Contains(RunError("ctx.state.get = nil").message(), "read-only"));
+}
+
+// --- Errors --------------------------------------------------------------------------------
+
+TEST_F(LuaRuntimeTest, HandlerErrorIsFunctionErrorAndInstanceStaysUsable) {
+  InstancePtr instance = MustCreate(
+      "local calls = 0\n"
+      "local M = {}\n"
+      "function M.handle(event, ctx)\n"
+      "  calls = calls + 1\n"
+      "  if calls == 1 then error('boom') end\n"
+      "  return 'ok ' .. calls\n"
+      "end\n"
+      "return M\n");
+  ASSERT_NE(instance, nullptr);
+  Result<Reply> first = Call(*instance);
+  ASSERT_FALSE(first.ok());
+  EXPECT_EQ(first.status().code(), StatusCode::kFunctionError);
+  EXPECT_EQ(first.status().message(), "handler.lua:5: boom");
+  EXPECT_TRUE(instance->Reusable());
+  EXPECT_EQ(Call(*instance)->body, "ok 2");
+}
+
+TEST_F(LuaRuntimeTest, NonStringErrorValues) {
+  EXPECT_EQ(RunError("error({ code = 1 })").message(), "(error object is a table value)");
+  EXPECT_EQ(RunError("error(42)").message(), "handler.lua:3: 42");  // numbers are strings
+  EXPECT_EQ(RunError("error(42, 0)").message(), "42");
+  EXPECT_EQ(RunError("error()").message(), "(error object is a nil value)");
+}
+
+TEST_F(LuaRuntimeTest, OrdinaryLuaStillWorks) {
+  EXPECT_EQ(Run(R"(
+    local ok, err = pcall(error, 'x')
+    local xok = xpcall(function() error('y') end, function(e) return e end)
+    local gen = coroutine.wrap(function()
+      pcall(function() coroutine.yield(1) end)  -- yield across the wrapped pcall
+      return 2
+    end)
+    local co = coroutine.create(function() error('z') end)
+    local rok = coroutine.resume(co)
+    return table.concat({ tostring(ok), err, tostring(xok), gen(), gen(), tostring(rok),
+                          string.format('%d', bit.band(6, 3)), math.floor(2.5),
+                          type(collectgarbage('count')) }, ','))")
+                .body,
+            "false,x,false,1,2,false,2,2,number");
+}
+
+TEST_F(LuaRuntimeTest, XpcallStillChecksItsHandler) {
+  EXPECT_TRUE(Contains(RunError("xpcall(error, nil)").message(), "function expected"));
+  EXPECT_EQ(
+      Run("return select(2, xpcall(function() error('x', 0) end, function(e) return 'h:' .. e "
+          "end))")
+          .body,
+      "h:x");
+}
+
+// --- Sandbox -------------------------------------------------------------------------------
+
+TEST_F(LuaRuntimeTest, DangerousGlobalsAreGone) {
+  Reply reply = Run(R"(
+    local names = { 'io', 'os', 'ffi', 'debug', 'jit', 'package', 'loadfile', 'dofile', 'load',
+                    'loadstring', 'getfenv', 'setfenv', 'newproxy', 'gcinfo', 'module' }
+    local present = {}
+    for _, name in ipairs(names) do
+      if _G[name] ~= nil then present[#present + 1] = name end
+    end
+    if string.dump ~= nil then present[#present + 1] = 'string.dump' end
+    if ('').dump ~= nil then present[#present + 1] = '("").dump' end
+    return table.concat(present, ','))");
+  EXPECT_EQ(reply.body, "");
+}
+
+TEST_F(LuaRuntimeTest, EscapesAreBlocked) {
+  const std::string marker = dir_ + "/pwned";
+  const char* attempts[] = {
+      "os.execute('touch MARKER')",
+      "io.open('MARKER', 'w')",
+      "require('ffi').C.system('touch MARKER')",
+      "require('os')",
+      "require('io')",
+      "require('jit')",
+      "require('debug')",
+      "require('../handler')",
+      "require('/etc/passwd')",
+      "require('a..b')",
+      "loadstring('return 1')",
+      "load('return 1')",
+      "string.dump(print)",
+      "debug.getregistry()",
+      "getfenv(1)",
+      "collectgarbage('stop')",
+  };
+  for (const char* attempt : attempts) {
+    std::string body = attempt;
+    auto pos = body.find("MARKER");
+    if (pos != std::string::npos) body.replace(pos, 6, marker);
+    SCOPED_TRACE(body);
+    Status status = RunError(body);
+    EXPECT_EQ(status.code(), StatusCode::kFunctionError) << status.ToString();
+  }
+  EXPECT_FALSE(std::filesystem::exists(marker));
+  EXPECT_TRUE(Contains(RunError("require('os')").message(),
+                       "require: module 'os' not found in the function directory"));
+  EXPECT_TRUE(Contains(RunError("require('../x')").message(),
+                       "require: module '../x' not found in the function directory"));
+}
+
+TEST_F(LuaRuntimeTest, RequireLoadsSiblingModulesOnce) {
+  WriteFile("util.lua",
+            "loads = (loads or 0) + 1\nreturn { double = function(x) return 2 * x end }\n");
+  WriteFile("lib/shapes.lua", "return { area = function(w, h) return w * h end }\n");
+  WriteFile("noreturn.lua", "x_from_noreturn = 1\n");
+  Reply reply = Run(R"(
+    local util = require('util')
+    local again = require('util')
+    return { d = util.double(21), same = util == again, loads = loads,
+             area = require('lib.shapes').area(2, 3), flag = require('noreturn') })");
+  EXPECT_EQ(Json(reply),
+            nlohmann::json::parse(R"({"d":42,"same":true,"loads":1,"area":6,"flag":true})"));
+}
+
+TEST_F(LuaRuntimeTest, RequireErrorsNameTheModule) {
+  WriteFile("broken.lua", "local x = \n");
+  WriteFile("raises.lua", "error('module failed')\n");
+  WriteFile("self.lua", "return require('self')\n");
+  EXPECT_TRUE(Contains(RunError("require('broken')").message(), "broken.lua:"));
+  EXPECT_TRUE(Contains(RunError("require('raises')").message(), "raises.lua:1: module failed"));
+  EXPECT_TRUE(Contains(RunError("require('self')").message(), "requires itself"));
+  // A failed load is not cached as "loading": the next call reports the same error.
+  InstancePtr instance = MustCreate(Handler("require('raises')"));
+  ASSERT_NE(instance, nullptr);
+  EXPECT_TRUE(Contains(Call(*instance).status().message(), "module failed"));
+  EXPECT_TRUE(Contains(Call(*instance).status().message(), "module failed"));
+}
+
+// Real LuaJIT bytecode, made with string.dump outside the sandbox.
+std::string Bytecode(const char* source) {
+  lua_State* L = luaL_newstate();
+  luaL_openlibs(L);
+  std::string code = std::string("return string.dump(loadstring([[") + source + "]]))";
+  std::string bytes;
+  if (luaL_dostring(L, code.c_str()) == 0) {
+    std::size_t len = 0;
+    const char* s = lua_tolstring(L, -1, &len);
+    bytes.assign(s, len);
+  }
+  lua_close(L);
+  return bytes;
+}
+
+TEST_F(LuaRuntimeTest, BytecodeIsRefused) {
+  std::string bytecode = Bytecode("return { handle = function() return 'pwned' end }");
+  ASSERT_EQ(bytecode.substr(0, 3), "\x1bLJ");
+  WriteFile("evil.lua", bytecode);
+  Status status = RunError("return require('evil').handle()");
+  EXPECT_EQ(status.code(), StatusCode::kFunctionError);
+  EXPECT_TRUE(Contains(status.message(), "evil"));
+
+  Result<InstancePtr> instance = Create(bytecode);
+  ASSERT_FALSE(instance.ok());
+  EXPECT_EQ(instance.status().code(), StatusCode::kInvalidArgument);
+}
+
+// --- Limits --------------------------------------------------------------------------------
+
+class LuaLimitsTest : public LuaRuntimeTest {
+ protected:
+  std::shared_ptr<FunctionSpec> ShortTimeout() {
+    auto spec = Spec();
+    spec->limits.timeout = std::chrono::milliseconds(100);
+    return spec;
+  }
+  std::shared_ptr<FunctionSpec> SmallMemory() {
+    auto spec = Spec();
+    spec->limits.memory_bytes = 16ull << 20;
+    spec->limits.timeout = std::chrono::seconds(60);  // memory must run out first
+    return spec;
+  }
+
+  // The body must end the call with `code`, leave the instance unusable (later calls fail the
+  // same way), and a fresh instance of the same function must still work.
+  void ExpectAborted(const std::string& body, std::shared_ptr<FunctionSpec> spec, StatusCode code,
+                     const std::string& message) {
+    SCOPED_TRACE(body);
+    std::string source =
+        "local M = {}\nfunction M.handle(event, ctx)\n"
+        "  if event.body == 'ok' then return 'fine' end\n" +
+        body + "\nend\nreturn M\n";
+    InstancePtr instance = MustCreate(source, spec);
+    ASSERT_NE(instance, nullptr);
+    Result<Reply> reply = Call(*instance);
+    ASSERT_FALSE(reply.ok());
+    EXPECT_EQ(reply.status().code(), code) << reply.status().ToString();
+    EXPECT_EQ(reply.status().message(), message);
+    EXPECT_FALSE(instance->Reusable());
+    event_.body = "ok";
+    EXPECT_EQ(Call(*instance).status().code(), code);
+    InstancePtr fresh = MustCreate(source, spec);
+    ASSERT_NE(fresh, nullptr);
+    Result<Reply> fine = Call(*fresh);
+    ASSERT_TRUE(fine.ok()) << fine.status().ToString();
+    EXPECT_EQ(fine->body, "fine");
+    event_.body = "";
+  }
+};
+
+TEST_F(LuaLimitsTest, InfiniteLoopsHitTheTimeout) {
+  const std::string message = "function exceeded its 100ms timeout";
+  const char* loops[] = {
+      "while true do end",
+      "for i = 1, 1e12 do end",
+      "local x = 0 repeat x = x + 1 until false",
+      "local function f() return f() end return f()",  // a tail call loop
+      "while true do pcall(function() while true do end end) end",
+      "while true do xpcall(function() while true do end end, function(e) return e end) end",
+      "while true do local ok = pcall(error, 'x') end",
+      "while true do coroutine.resume(coroutine.create(function() while true do end end)) end",
+      "local f = coroutine.wrap(function() while true do end end) while true do pcall(f) end",
+      "while true do pcall(string.rep, 'x', 10) end",
+      "while true do xpcall(function() while true do end end, function() while true do end end) "
+      "end",
+  };
+  for (const char* loop : loops)
+    ExpectAborted(loop, ShortTimeout(), StatusCode::kDeadlineExceeded, message);
+}
+
+TEST_F(LuaLimitsTest, MemoryBombsHitTheLimit) {
+  const std::string message = "function exceeded its memory limit of 16Mi";
+  const char* bombs[] = {
+      "return string.rep('x', 1e9)",
+      "local t = {} for i = 1, 1e9 do t[i] = i end",
+      "local t = {} for i = 1, 1e9 do t['k' .. i] = i end",
+      "local s = 'x' while true do s = s .. s end",
+      "local parts = {} while true do parts[#parts + 1] = string.rep('y', 1e5) .. #parts end",
+      "while true do pcall(string.rep, 'x', 1e9) end",
+      "local t = {} while true do local ok = pcall(function() t[#t + 1] = {} end) end",
+      "return table.concat({ string.rep('x', 6e6), string.rep('y', 6e6) })",
+  };
+  for (const char* bomb : bombs) {
+    ExpectAborted(bomb, SmallMemory(), StatusCode::kResourceExhausted, message);
+  }
+}
+
+TEST_F(LuaLimitsTest, TinyMemoryLimitFailsAtCreate) {
+  auto spec = Spec();
+  spec->limits.memory_bytes = 4096;
+  Result<InstancePtr> instance = Create(Handler("return 'x'"), spec);
+  ASSERT_FALSE(instance.ok());
+  EXPECT_EQ(instance.status().code(), StatusCode::kResourceExhausted);
+}
+
+TEST_F(LuaLimitsTest, DeepRecursionIsAnOrdinaryError) {
+  Status status = RunError("local function f(n) return 1 + f(n + 1) end return f(1)");
+  EXPECT_EQ(status.code(), StatusCode::kFunctionError);
+  EXPECT_TRUE(Contains(status.message(), "stack overflow"));
+}
+
+}  // namespace
+}  // namespace wisp
