@@ -1,5 +1,6 @@
 #include "http/server.h"
 
+#include <algorithm>
 #include <memory>
 #include <optional>
 
@@ -91,7 +92,9 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
     idle_ = false;
     parser_.emplace();
     parser_->header_limit(config().max_header_bytes);
-    parser_->body_limit(config().max_body_bytes);
+    // Beast checks Content-Length against the body limit as soon as the head is parsed, before
+    // we know the route; admit the largest any route takes and apply the route's own in OnHeader.
+    parser_->body_limit(std::max(config().max_body_bytes, config().max_deploy_body_bytes));
     stream_.expires_after(config().header_timeout);
     http::async_read_header(stream_, buffer_, *parser_,
                             [self = shared_from_this()](beast::error_code ec, std::size_t) {
@@ -100,10 +103,11 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
   }
 
   void OnHeader(beast::error_code ec) {
-    if (ec == beast::error::timeout) {
-      return SendError(Status(StatusCode::kDeadlineExceeded,
-                              "the request head did not arrive within the header timeout"),
-                       408);
+    // On a timeout tcp_stream has already closed the socket: there is no one left to tell.
+    if (ec == beast::error::timeout) return Close();
+    if (ec == http::error::body_limit) {
+      return SendError(ResourceExhausted("request body is over the node's largest body limit"),
+                       413);
     }
     if (ec == http::error::header_limit) {
       return SendError(ResourceExhausted(fmt::format("request head is larger than {} bytes",
@@ -145,13 +149,7 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
                          return self->SendError(
                              ResourceExhausted("request body is over this endpoint's limit"), 413);
                        }
-                       if (ec == beast::error::timeout) {
-                         return self->SendError(
-                             Status(StatusCode::kDeadlineExceeded,
-                                    "the request body did not arrive within the body timeout"),
-                             408);
-                       }
-                       if (ec) return self->Close();
+                       if (ec) return self->Close();  // incl. timeout: the socket is closed
                        self->Dispatch();
                      });
   }

@@ -145,8 +145,9 @@ TEST_F(NodeTest, CliVerbs) {
   EXPECT_NE(bad_dir.exit_code, 0);
   EXPECT_FALSE(bad_dir.err.empty());
 
+  const std::string stopped_url = node_->url();
   node_->Stop();
-  CommandResult down = Cli({"ls"});
+  CommandResult down = Cli({"--server", stopped_url, "ls"});
   EXPECT_NE(down.exit_code, 0);
   EXPECT_NE(down.err.find("wisp up"), std::string::npos) << down.err;
 }
@@ -256,7 +257,7 @@ TEST_F(NodeTest, SlowHeadersAreCutOff) {
   }
   ::close(fd);
   EXPECT_TRUE(closed) << "the server never closed a connection trickling its head";
-  EXPECT_NE(received.find("408"), std::string::npos) << received;
+  EXPECT_EQ(received, "") << "no reply is owed to a request that never arrived";
   EXPECT_EQ(Invoke("hello").status, 200);
 }
 
