@@ -41,6 +41,8 @@ int HttpStatusFor(StatusCode code) {
 void SetErrorResponse(const Status& status, HttpResponse& response, int http_status) {
   response.result(http_status ? http_status : HttpStatusFor(status.code()));
   response.set(http::field::content_type, "application/json");
+  // Tells a client an error of the node's from a reply a handler made with the same status.
+  response.set("X-Wisp-Error", status.kind());
   if (status.code() == StatusCode::kUnauthenticated) {
     response.set(http::field::www_authenticate, "Bearer");
   }

@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# Sets up, then runs every check wisp has, failing fast:
+#   release build + all tests, ASan/UBSan build + unit tests, fuzz build + a short fuzz run,
+#   clang-format check.
+# WISP_FUZZ_SECONDS (default 30) is how long fuzz/run.sh fuzzes.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+start_all=$SECONDS
+stage=""
+stage_start=$SECONDS
+passed=()
+
+begin() {
+  stage=$1
+  stage_start=$SECONDS
+  printf '\n==== %s ====\n' "$stage"
+}
+end() {
+  local took=$((SECONDS - stage_start))
+  printf '==== %s: ok (%ds) ====\n' "$stage" "$took"
+  passed+=("$stage ${took}s")
+  stage=""
+}
+on_exit() {
+  local rc=$?
+  if ((rc != 0)); then
+    printf '\ntest.sh: FAILED in stage "%s" after %ds (exit %d)\n' "${stage:-?}" \
+      $((SECONDS - start_all)) "$rc" >&2
+  fi
+}
+trap on_exit EXIT
+
+begin setup
+scripts/setup.sh
+end
+
+begin release
+cmake --preset release
+cmake --build --preset release
+ctest --preset release
+end
+
+begin asan
+cmake --preset asan
+cmake --build --preset asan
+ctest --preset asan
+end
+
+begin fuzz
+cmake --preset fuzz
+cmake --build --preset fuzz
+if [[ -x fuzz/run.sh ]]; then
+  fuzz/run.sh "${WISP_FUZZ_SECONDS:-30}"
+else
+  echo "fuzz/run.sh not found: built the fuzz targets, skipped the run"
+fi
+end
+
+begin format
+mapfile -d '' sources < <(find include src tests bench fuzz -type f \( -name '*.cc' -o -name '*.h' \) \
+  -print0 2>/dev/null | sort -z)
+echo "checking ${#sources[@]} files"
+clang-format --dry-run --Werror "${sources[@]}"
+end
+
+printf '\ntest.sh: all passed in %ds (%s)\n' $((SECONDS - start_all)) "$(IFS=,; echo "${passed[*]}" | sed 's/,/, /g')"
