@@ -43,7 +43,7 @@ end
 
 begin asan
 cmake --preset asan
-cmake --build --preset asan
+cmake --build --preset asan --target wisp_unit_tests
 ctest --preset asan
 end
 

@@ -39,8 +39,8 @@ struct FunctionLimits {
 };
 
 struct FunctionSpec {
-  std::string name;     // [a-z0-9][a-z0-9-]{0,62}, DNS-label like OpenFaaS
-  std::string runtime;  // a registered Runtime's name: "lua"
+  std::string name;           // [a-z0-9][a-z0-9-]{0,62}, DNS-label like OpenFaaS
+  std::string runtime;        // a registered Runtime's name: "lua"
   std::string handler_file;   // relative to the function directory, e.g. "handler.lua"
   std::string handler_entry;  // function name in the module the file returns, e.g. "handle"
   std::string version;        // free text, "0.0.0" when absent

@@ -61,9 +61,9 @@ class StateBackend {
 using StateBackendPtr = std::shared_ptr<StateBackend>;
 
 struct StateBackendOptions {
-  std::string data_dir;       // the node's data directory; embedded backends keep files here
-  bool sync_full = false;     // fsync every commit (survives power loss, slower)
-  std::string url;            // for networked backends
+  std::string data_dir;    // the node's data directory; embedded backends keep files here
+  bool sync_full = false;  // fsync every commit (survives power loss, slower)
+  std::string url;         // for networked backends
 };
 
 using StateBackendFactory =

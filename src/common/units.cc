@@ -28,13 +28,18 @@ Result<std::chrono::milliseconds> ParseDuration(std::string_view text) {
   double number = 0;
   std::string_view suffix;
   if (!SplitNumber(text, &number, &suffix)) {
-    return InvalidArgument(fmt::format("'{}' is not a duration (examples: 250ms, 2s, 5m, 1h)", text));
+    return InvalidArgument(
+        fmt::format("'{}' is not a duration (examples: 250ms, 2s, 5m, 1h)", text));
   }
   double ms_per_unit = 0;
-  if (suffix == "ms") ms_per_unit = 1;
-  else if (suffix == "s" || suffix.empty()) ms_per_unit = 1000;
-  else if (suffix == "m") ms_per_unit = 60'000;
-  else if (suffix == "h") ms_per_unit = 3'600'000;
+  if (suffix == "ms")
+    ms_per_unit = 1;
+  else if (suffix == "s" || suffix.empty())
+    ms_per_unit = 1000;
+  else if (suffix == "m")
+    ms_per_unit = 60'000;
+  else if (suffix == "h")
+    ms_per_unit = 3'600'000;
   else {
     return InvalidArgument(
         fmt::format("'{}' has an unknown duration unit '{}' (use ms, s, m or h)", text, suffix));
@@ -48,16 +53,24 @@ Result<std::uint64_t> ParseByteSize(std::string_view text) {
   double number = 0;
   std::string_view suffix;
   if (!SplitNumber(text, &number, &suffix)) {
-    return InvalidArgument(fmt::format("'{}' is not a byte size (examples: 4096, 64Ki, 32Mi, 1Gi)", text));
+    return InvalidArgument(
+        fmt::format("'{}' is not a byte size (examples: 4096, 64Ki, 32Mi, 1Gi)", text));
   }
   double multiplier = 0;
-  if (suffix.empty() || suffix == "B") multiplier = 1;
-  else if (suffix == "Ki" || suffix == "K" || suffix == "KiB") multiplier = 1024.0;
-  else if (suffix == "Mi" || suffix == "M" || suffix == "MiB") multiplier = 1024.0 * 1024;
-  else if (suffix == "Gi" || suffix == "G" || suffix == "GiB") multiplier = 1024.0 * 1024 * 1024;
-  else if (suffix == "kB" || suffix == "KB") multiplier = 1e3;
-  else if (suffix == "MB") multiplier = 1e6;
-  else if (suffix == "GB") multiplier = 1e9;
+  if (suffix.empty() || suffix == "B")
+    multiplier = 1;
+  else if (suffix == "Ki" || suffix == "K" || suffix == "KiB")
+    multiplier = 1024.0;
+  else if (suffix == "Mi" || suffix == "M" || suffix == "MiB")
+    multiplier = 1024.0 * 1024;
+  else if (suffix == "Gi" || suffix == "G" || suffix == "GiB")
+    multiplier = 1024.0 * 1024 * 1024;
+  else if (suffix == "kB" || suffix == "KB")
+    multiplier = 1e3;
+  else if (suffix == "MB")
+    multiplier = 1e6;
+  else if (suffix == "GB")
+    multiplier = 1e9;
   else {
     return InvalidArgument(fmt::format(
         "'{}' has an unknown size unit '{}' (use Ki, Mi, Gi, kB, MB or GB)", text, suffix));

@@ -36,8 +36,10 @@ Route RouteTarget(std::string_view target) {
     return route;
   }
   std::string_view action = rest.substr(slash + 1);
-  if (action == "invoke") route.kind = RouteKind::kFunctionInvoke;
-  else if (action == "logs") route.kind = RouteKind::kFunctionLogs;
+  if (action == "invoke")
+    route.kind = RouteKind::kFunctionInvoke;
+  else if (action == "logs")
+    route.kind = RouteKind::kFunctionLogs;
   return route;
 }
 
@@ -79,12 +81,16 @@ int JsonDepth(std::string_view text, int limit) {
   bool in_string = false, escaped = false;
   for (char c : text) {
     if (in_string) {
-      if (escaped) escaped = false;
-      else if (c == '\\') escaped = true;
-      else if (c == '"') in_string = false;
+      if (escaped)
+        escaped = false;
+      else if (c == '\\')
+        escaped = true;
+      else if (c == '"')
+        in_string = false;
       continue;
     }
-    if (c == '"') in_string = true;
+    if (c == '"')
+      in_string = true;
     else if (c == '[' || c == '{') {
       if (++depth > max_depth && (max_depth = depth) > limit) return max_depth;
     } else if (c == ']' || c == '}') {

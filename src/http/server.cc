@@ -4,14 +4,14 @@
 #include <memory>
 #include <optional>
 
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
 #include <boost/asio/socket_base.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/core/tcp_stream.hpp>
 #include <boost/beast/http/read.hpp>
 #include <boost/beast/http/write.hpp>
-#include <fmt/format.h>
 #include <nlohmann/json.hpp>
-#include <spdlog/spdlog.h>
 
 namespace wisp {
 
@@ -22,18 +22,28 @@ using tcp = asio::ip::tcp;
 
 int HttpStatusFor(StatusCode code) {
   switch (code) {
-    case StatusCode::kOk: return 200;
-    case StatusCode::kInvalidArgument: return 400;
-    case StatusCode::kNotFound: return 404;
-    case StatusCode::kAlreadyExists: return 409;
-    case StatusCode::kUnauthenticated: return 401;
-    case StatusCode::kPermissionDenied: return 403;
-    case StatusCode::kResourceExhausted: return 500;  // a function's memory; 413/429 set apart
-    case StatusCode::kDeadlineExceeded: return 504;
-    case StatusCode::kUnavailable: return 503;
+    case StatusCode::kOk:
+      return 200;
+    case StatusCode::kInvalidArgument:
+      return 400;
+    case StatusCode::kNotFound:
+      return 404;
+    case StatusCode::kAlreadyExists:
+      return 409;
+    case StatusCode::kUnauthenticated:
+      return 401;
+    case StatusCode::kPermissionDenied:
+      return 403;
+    case StatusCode::kResourceExhausted:
+      return 500;  // a function's memory; 413/429 set apart
+    case StatusCode::kDeadlineExceeded:
+      return 504;
+    case StatusCode::kUnavailable:
+      return 503;
     case StatusCode::kFunctionError:
     case StatusCode::kIoError:
-    case StatusCode::kInternal: return 500;
+    case StatusCode::kInternal:
+      return 500;
   }
   return 500;
 }
@@ -53,8 +63,7 @@ void SetErrorResponse(const Status& status, HttpResponse& response, int http_sta
 
 class HttpSession : public std::enable_shared_from_this<HttpSession> {
  public:
-  HttpSession(tcp::socket socket, HttpListener& owner)
-      : stream_(std::move(socket)), owner_(owner) {
+  HttpSession(tcp::socket socket, HttpListener& owner) : stream_(std::move(socket)), owner_(owner) {
     owner_.sessions_.insert(this);
     owner_.metrics_.connections_open.fetch_add(1, std::memory_order_relaxed);
   }
@@ -82,12 +91,12 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
     if (owner_.draining_) return Close();
     if (buffer_.size() > 0) return ReadHeader();  // a pipelined request is already here
     stream_.expires_after(config().idle_timeout);
-    stream_.async_read_some(buffer_.prepare(4096), [self = shared_from_this()](
-                                                       beast::error_code ec, std::size_t n) {
-      self->buffer_.commit(n);
-      if (ec || n == 0) return self->Close();
-      self->ReadHeader();
-    });
+    stream_.async_read_some(buffer_.prepare(4096),
+                            [self = shared_from_this()](beast::error_code ec, std::size_t n) {
+                              self->buffer_.commit(n);
+                              if (ec || n == 0) return self->Close();
+                              self->ReadHeader();
+                            });
   }
 
   void ReadHeader() {
@@ -98,10 +107,9 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
     // we know the route; admit the largest any route takes and apply the route's own in OnHeader.
     parser_->body_limit(std::max(config().max_body_bytes, config().max_deploy_body_bytes));
     stream_.expires_after(config().header_timeout);
-    http::async_read_header(stream_, buffer_, *parser_,
-                            [self = shared_from_this()](beast::error_code ec, std::size_t) {
-                              self->OnHeader(ec);
-                            });
+    http::async_read_header(
+        stream_, buffer_, *parser_,
+        [self = shared_from_this()](beast::error_code ec, std::size_t) { self->OnHeader(ec); });
   }
 
   void OnHeader(beast::error_code ec) {

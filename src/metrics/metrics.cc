@@ -98,15 +98,20 @@ std::string MetricsRegistry::RenderPrometheus(std::string_view version,
                  "# HELP wisp_build_info Build of this node.\n# TYPE wisp_build_info gauge\n"
                  "wisp_build_info{{version=\"{}\",commit=\"{}\"}} 1\n",
                  version, commit);
-  fmt::format_to(it, "# HELP wisp_node_shards Worker shards (event loops) of this node.\n"
-                     "# TYPE wisp_node_shards gauge\nwisp_node_shards {}\n", shards_);
-  fmt::format_to(it, "# HELP wisp_functions Functions deployed on this node.\n"
-                     "# TYPE wisp_functions gauge\nwisp_functions {}\n", functions.size());
+  fmt::format_to(it,
+                 "# HELP wisp_node_shards Worker shards (event loops) of this node.\n"
+                 "# TYPE wisp_node_shards gauge\nwisp_node_shards {}\n",
+                 shards_);
+  fmt::format_to(it,
+                 "# HELP wisp_functions Functions deployed on this node.\n"
+                 "# TYPE wisp_functions gauge\nwisp_functions {}\n",
+                 functions.size());
 
   static constexpr std::array<std::string_view, 6> kClasses = {"other", "1xx", "2xx",
                                                                "3xx",   "4xx", "5xx"};
-  out += "# HELP wisp_http_responses_total HTTP responses sent, by status class.\n"
-         "# TYPE wisp_http_responses_total counter\n";
+  out +=
+      "# HELP wisp_http_responses_total HTTP responses sent, by status class.\n"
+      "# TYPE wisp_http_responses_total counter\n";
   for (std::size_t c = 1; c < kClasses.size(); ++c) {
     std::uint64_t n = 0;
     for (const auto& h : http_) n += h->responses_by_class[c].Get();
@@ -118,18 +123,20 @@ std::string MetricsRegistry::RenderPrometheus(std::string_view version,
     accepted += h->connections_accepted.Get();
     open += h->connections_open.load(std::memory_order_relaxed);
   }
-  fmt::format_to(it, "# HELP wisp_http_connections_accepted_total TCP connections accepted.\n"
-                     "# TYPE wisp_http_connections_accepted_total counter\n"
-                     "wisp_http_connections_accepted_total {}\n"
-                     "# HELP wisp_http_connections_open TCP connections open now.\n"
-                     "# TYPE wisp_http_connections_open gauge\nwisp_http_connections_open {}\n",
+  fmt::format_to(it,
+                 "# HELP wisp_http_connections_accepted_total TCP connections accepted.\n"
+                 "# TYPE wisp_http_connections_accepted_total counter\n"
+                 "wisp_http_connections_accepted_total {}\n"
+                 "# HELP wisp_http_connections_open TCP connections open now.\n"
+                 "# TYPE wisp_http_connections_open gauge\nwisp_http_connections_open {}\n",
                  accepted, open);
 
   if (functions.empty()) return out;
   const int shards = shards_;
 
-  out += "# HELP wisp_function_invocations_total Function invocations, by outcome.\n"
-         "# TYPE wisp_function_invocations_total counter\n";
+  out +=
+      "# HELP wisp_function_invocations_total Function invocations, by outcome.\n"
+      "# TYPE wisp_function_invocations_total counter\n";
   for (const auto& fm : functions) {
     std::uint64_t ok = 0, err = 0;
     for (int s = 0; s < shards; ++s) {
@@ -143,8 +150,9 @@ std::string MetricsRegistry::RenderPrometheus(std::string_view version,
                      fm->name(), fm->runtime(), status, n);
     }
   }
-  out += "# HELP wisp_function_errors_total Failed invocations, by error kind.\n"
-         "# TYPE wisp_function_errors_total counter\n";
+  out +=
+      "# HELP wisp_function_errors_total Failed invocations, by error kind.\n"
+      "# TYPE wisp_function_errors_total counter\n";
   for (const auto& fm : functions) {
     for (std::size_t k = 1; k < kStatusCodeCount; ++k) {
       std::uint64_t n = 0;
@@ -154,55 +162,63 @@ std::string MetricsRegistry::RenderPrometheus(std::string_view version,
                      fm->name(), StatusCodeName(static_cast<StatusCode>(k)), n);
     }
   }
-  out += "# HELP wisp_function_timeouts_total Invocations stopped at their timeout.\n"
-         "# TYPE wisp_function_timeouts_total counter\n";
+  out +=
+      "# HELP wisp_function_timeouts_total Invocations stopped at their timeout.\n"
+      "# TYPE wisp_function_timeouts_total counter\n";
   for (const auto& fm : functions) {
     std::uint64_t n = 0;
     for (int s = 0; s < shards; ++s) {
-      n += fm->shard(s).errors_by_kind[static_cast<std::size_t>(StatusCode::kDeadlineExceeded)].Get();
+      n += fm->shard(s)
+               .errors_by_kind[static_cast<std::size_t>(StatusCode::kDeadlineExceeded)]
+               .Get();
     }
     fmt::format_to(it, "wisp_function_timeouts_total{{function=\"{}\"}} {}\n", fm->name(), n);
   }
-  out += "# HELP wisp_function_cold_starts_total Instances created (cold starts).\n"
-         "# TYPE wisp_function_cold_starts_total counter\n";
+  out +=
+      "# HELP wisp_function_cold_starts_total Instances created (cold starts).\n"
+      "# TYPE wisp_function_cold_starts_total counter\n";
   for (const auto& fm : functions) {
     std::uint64_t n = 0;
     for (int s = 0; s < shards; ++s) n += fm->shard(s).cold_starts.Get();
     fmt::format_to(it, "wisp_function_cold_starts_total{{function=\"{}\",runtime=\"{}\"}} {}\n",
                    fm->name(), fm->runtime(), n);
   }
-  out += "# HELP wisp_function_emits_total Actions emitted by handlers.\n"
-         "# TYPE wisp_function_emits_total counter\n";
+  out +=
+      "# HELP wisp_function_emits_total Actions emitted by handlers.\n"
+      "# TYPE wisp_function_emits_total counter\n";
   for (const auto& fm : functions) {
     std::uint64_t n = 0;
     for (int s = 0; s < shards; ++s) n += fm->shard(s).emits.Get();
     fmt::format_to(it, "wisp_function_emits_total{{function=\"{}\"}} {}\n", fm->name(), n);
   }
-  out += "# HELP wisp_function_instances Warm instances, idle or busy.\n"
-         "# TYPE wisp_function_instances gauge\n";
+  out +=
+      "# HELP wisp_function_instances Warm instances, idle or busy.\n"
+      "# TYPE wisp_function_instances gauge\n";
   for (const auto& fm : functions) {
-    fmt::format_to(it, "wisp_function_instances{{function=\"{}\",runtime=\"{}\"}} {}\n",
-                   fm->name(), fm->runtime(), fm->Sum().instances);
+    fmt::format_to(it, "wisp_function_instances{{function=\"{}\",runtime=\"{}\"}} {}\n", fm->name(),
+                   fm->runtime(), fm->Sum().instances);
   }
-  out += "# HELP wisp_function_in_flight Invocations running now.\n"
-         "# TYPE wisp_function_in_flight gauge\n";
+  out +=
+      "# HELP wisp_function_in_flight Invocations running now.\n"
+      "# TYPE wisp_function_in_flight gauge\n";
   for (const auto& fm : functions) {
     std::int64_t n = 0;
     for (int s = 0; s < shards; ++s) n += fm->shard(s).in_flight.load(std::memory_order_relaxed);
     fmt::format_to(it, "wisp_function_in_flight{{function=\"{}\"}} {}\n", fm->name(), n);
   }
-  out += "# HELP wisp_function_duration_seconds Handler run time.\n"
-         "# TYPE wisp_function_duration_seconds histogram\n";
+  out +=
+      "# HELP wisp_function_duration_seconds Handler run time.\n"
+      "# TYPE wisp_function_duration_seconds histogram\n";
   for (const auto& fm : functions) {
-    RenderHistogram(out, "wisp_function_duration_seconds",
-                    fmt::format("function=\"{}\",runtime=\"{}\",trigger=\"http\"", fm->name(),
-                                fm->runtime()),
-                    *fm, shards, [](const FunctionShardMetrics& m) -> const ShardHistogram& {
-                      return m.duration;
-                    });
+    RenderHistogram(
+        out, "wisp_function_duration_seconds",
+        fmt::format("function=\"{}\",runtime=\"{}\",trigger=\"http\"", fm->name(), fm->runtime()),
+        *fm, shards,
+        [](const FunctionShardMetrics& m) -> const ShardHistogram& { return m.duration; });
   }
-  out += "# HELP wisp_function_cold_start_seconds Time to create an instance.\n"
-         "# TYPE wisp_function_cold_start_seconds histogram\n";
+  out +=
+      "# HELP wisp_function_cold_start_seconds Time to create an instance.\n"
+      "# TYPE wisp_function_cold_start_seconds histogram\n";
   for (const auto& fm : functions) {
     RenderHistogram(out, "wisp_function_cold_start_seconds",
                     fmt::format("function=\"{}\",runtime=\"{}\"", fm->name(), fm->runtime()), *fm,

@@ -1,10 +1,10 @@
 // The shard's HTTP API: invoke on the hot path, and the control endpoints (docs/http-api.md).
 #include <openssl/crypto.h>
 
-#include <boost/beast/http/field.hpp>
-#include <charconv>
 #include <fmt/chrono.h>
 #include <fmt/format.h>
+#include <boost/beast/http/field.hpp>
+#include <charconv>
 #include <nlohmann/json.hpp>
 #include <optional>
 
@@ -58,10 +58,14 @@ json Summary(const DeployedFunction& fn) {
 
 const char* LevelName(LogLevel level) {
   switch (level) {
-    case LogLevel::kDebug: return "debug";
-    case LogLevel::kInfo: return "info";
-    case LogLevel::kWarn: return "warn";
-    case LogLevel::kError: return "error";
+    case LogLevel::kDebug:
+      return "debug";
+    case LogLevel::kInfo:
+      return "info";
+    case LogLevel::kWarn:
+      return "warn";
+    case LogLevel::kError:
+      return "error";
   }
   return "info";
 }
@@ -156,10 +160,9 @@ void Shard::HandleInvoke(const Route& route, HttpRequest& request, HttpResponse&
   }
   const FunctionSpec& spec = *sf->fn->spec;
   if (spec.auth == AuthMode::kToken && !Authorized(request)) {
-    return SetErrorResponse(
-        Unauthenticated(fmt::format("function '{}' needs 'Authorization: Bearer <token>'",
-                                    spec.name)),
-        response);
+    return SetErrorResponse(Unauthenticated(fmt::format(
+                                "function '{}' needs 'Authorization: Bearer <token>'", spec.name)),
+                            response);
   }
   if (services_.draining.load(std::memory_order_relaxed)) {
     return SetErrorResponse(Unavailable("the node is shutting down; retry on another node"),
@@ -242,9 +245,8 @@ void Shard::HandleDeploy(HttpRequest& request, HttpResponse& response) {
   if (services_.prewarm_all) services_.prewarm_all();
   json list = json::array();
   for (const auto& fn : *deployed) {
-    list.push_back({{"name", fn->spec->name},
-                    {"version", fn->spec->version},
-                    {"runtime", fn->spec->runtime}});
+    list.push_back(
+        {{"name", fn->spec->name}, {"version", fn->spec->version}, {"runtime", fn->spec->runtime}});
   }
   SetJson(response, http::status::created, {{"deployed", list}});
 }

@@ -44,7 +44,8 @@ Status ParseListenAddress(const std::string& text, NodeConfig* config) {
   unsigned port = 0;
   auto [ptr, ec] = std::from_chars(port_text.data(), port_text.data() + port_text.size(), port);
   if (ec != std::errc() || ptr != port_text.data() + port_text.size() || port > 65535) {
-    return InvalidArgument(fmt::format("listen address '{}' is not HOST:PORT (e.g. 127.0.0.1:8080)", text));
+    return InvalidArgument(
+        fmt::format("listen address '{}' is not HOST:PORT (e.g. 127.0.0.1:8080)", text));
   }
   config->listen_host = host;
   config->listen_port = static_cast<std::uint16_t>(port);
@@ -133,9 +134,8 @@ class ConfigReader {
 };
 
 Status ReadConfig(ConfigReader& root, NodeConfig* c) {
-  RETURN_IF_ERROR(root.Scalar("listen", [&](const std::string& v) {
-    return ParseListenAddress(v, c);
-  }));
+  RETURN_IF_ERROR(
+      root.Scalar("listen", [&](const std::string& v) { return ParseListenAddress(v, c); }));
   RETURN_IF_ERROR(root.String("data_dir", &c->data_dir));
   RETURN_IF_ERROR(root.Int("shards", &c->shards, 0, 256));
   RETURN_IF_ERROR(root.Scalar("log_level", [&](const std::string& v) -> Status {

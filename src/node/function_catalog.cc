@@ -7,8 +7,8 @@
 
 #include <fmt/chrono.h>
 #include <fmt/format.h>
-#include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
+#include <nlohmann/json.hpp>
 
 namespace wisp {
 namespace fs = std::filesystem;
@@ -177,18 +177,18 @@ Result<std::vector<DeployedFunctionPtr>> FunctionCatalog::Deploy(const Bundle& b
     auto probe = (*fn)->runtime->CreateInstance((*fn)->spec, staging.string());
     if (!probe.ok()) {
       cleanup_staging();
-      return Status(probe.status().code() == StatusCode::kInternal ? StatusCode::kInternal
-                                                                   : StatusCode::kInvalidArgument,
-                    fmt::format("function '{}' does not load: {}", spec.name,
-                                probe.status().message()));
+      return Status(
+          probe.status().code() == StatusCode::kInternal ? StatusCode::kInternal
+                                                         : StatusCode::kInvalidArgument,
+          fmt::format("function '{}' does not load: {}", spec.name, probe.status().message()));
     }
     prepared.push_back(*fn);
   }
 
   const std::string info =
-      nlohmann::json{{"deployed_at_ms", std::chrono::duration_cast<std::chrono::milliseconds>(
-                                            now.time_since_epoch())
-                                            .count()}}
+      nlohmann::json{
+          {"deployed_at_ms",
+           std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch()).count()}}
           .dump();
   auto next = std::make_shared<FunctionMap>(*functions_);
   for (std::size_t i = 0; i < prepared.size(); ++i) {
@@ -205,8 +205,8 @@ Result<std::vector<DeployedFunctionPtr>> FunctionCatalog::Deploy(const Bundle& b
     fs::remove_all(trash, ec);
     if (ec) {
       cleanup_staging();
-      return IoError(fmt::format("cannot store function '{}' in {}: {}", name, target.string(),
-                                 ec.message()));
+      return IoError(
+          fmt::format("cannot store function '{}' in {}: {}", name, target.string(), ec.message()));
     }
     auto fn = std::const_pointer_cast<DeployedFunction>(prepared[i]);
     fn->metrics = metrics_->ForFunction(name, fn->spec->runtime);

@@ -15,8 +15,8 @@
 #include <thread>
 
 #include <fmt/format.h>
-#include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
+#include <nlohmann/json.hpp>
 
 #include "extensions/builtin.h"
 #include "node/node.h"
@@ -54,8 +54,8 @@ Result<std::string> LoadOrCreateToken(const std::string& data_dir) {
   std::string token;
   in >> token;
   if (token.empty()) {
-    return IoError(fmt::format("the node token file {} is empty; delete it to make a new one",
-                               path));
+    return IoError(
+        fmt::format("the node token file {} is empty; delete it to make a new one", path));
   }
   return token;
 }
@@ -95,8 +95,8 @@ int RunNode(const NodeConfig& input_config) {
   std::error_code ec;
   fs::create_directories(config.data_dir, ec);
   if (ec) {
-    return fail(IoError(fmt::format("cannot create data directory {}: {}", config.data_dir,
-                                    ec.message())));
+    return fail(
+        IoError(fmt::format("cannot create data directory {}: {}", config.data_dir, ec.message())));
   }
   ::chmod(config.data_dir.c_str(), 0700);
   auto lock_fd = LockDataDir(config.data_dir);
@@ -106,9 +106,9 @@ int RunNode(const NodeConfig& input_config) {
   auto token = LoadOrCreateToken(config.data_dir);
   if (!token.ok()) return fail(token.status());
 
-  const int shard_count =
-      config.shards > 0 ? config.shards
-                        : std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
+  const int shard_count = config.shards > 0
+                              ? config.shards
+                              : std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
   MetricsRegistry metrics(shard_count);
   StateBackendOptions state_options;
   state_options.data_dir = config.data_dir;
@@ -153,11 +153,11 @@ int RunNode(const NodeConfig& input_config) {
   }
   services.prewarm_all();
 
-  const std::string url = fmt::format(
-      "http://{}:{}",
-      config.listen_host.find(':') != std::string::npos ? "[" + config.listen_host + "]"
-                                                        : config.listen_host,
-      port);
+  const std::string url =
+      fmt::format("http://{}:{}",
+                  config.listen_host.find(':') != std::string::npos ? "[" + config.listen_host + "]"
+                                                                    : config.listen_host,
+                  port);
   {
     std::ofstream info(NodeInfoPath(config.data_dir), std::ios::trunc);
     info << nlohmann::json{{"url", url}, {"pid", ::getpid()}}.dump() << "\n";
@@ -183,8 +183,8 @@ int RunNode(const NodeConfig& input_config) {
       done_cv.notify_all();
     });
   }
-  spdlog::info("wispd {} listening on {} ({} shards, data {})", WISP_VERSION, url,
-               shard_count, config.data_dir);
+  spdlog::info("wispd {} listening on {} ({} shards, data {})", WISP_VERSION, url, shard_count,
+               config.data_dir);
 
   int signal_number = 0;
   sigwait(&signals, &signal_number);

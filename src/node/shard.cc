@@ -89,10 +89,9 @@ Result<InstancePtr> Shard::AcquireInstance(ShardFunction& sf, bool* cold) {
   metrics.cold_start_duration.Record(elapsed);
   metrics.instances.fetch_add(1, std::memory_order_relaxed);
   ++sf.instances;
-  sf.fn->log->Append(
-      LogLevel::kDebug,
-      fmt::format("cold start on shard {}: {:.3f} ms", index_,
-                  std::chrono::duration<double, std::milli>(elapsed).count()));
+  sf.fn->log->Append(LogLevel::kDebug,
+                     fmt::format("cold start on shard {}: {:.3f} ms", index_,
+                                 std::chrono::duration<double, std::milli>(elapsed).count()));
   return instance;
 }
 
@@ -109,13 +108,15 @@ void Shard::ReleaseInstance(ShardFunction& sf, InstancePtr instance, const Statu
   --sf.instances;
 }
 
-void Shard::Host::Log(LogLevel level, std::string_view message) { fn_->log->Append(level, message); }
+void Shard::Host::Log(LogLevel level, std::string_view message) {
+  fn_->log->Append(level, message);
+}
 
 Status Shard::Host::Emit(std::string_view topic, std::string_view payload,
                          const EmitOptions& options) {
   if (topic.empty() || topic.find_first_of("+#") != std::string_view::npos) {
-    return InvalidArgument(fmt::format("emit: '{}' is not a topic to publish to (no wildcards)",
-                                       topic));
+    return InvalidArgument(
+        fmt::format("emit: '{}' is not a topic to publish to (no wildcards)", topic));
   }
   if (options.qos < 0 || options.qos > 2) {
     return InvalidArgument(fmt::format("emit: qos must be 0, 1 or 2, not {}", options.qos));
@@ -123,10 +124,10 @@ Status Shard::Host::Emit(std::string_view topic, std::string_view payload,
   metrics_->emits.Add();
   // Until the MQTT action sink exists the action is recorded in the function's log.
   constexpr std::size_t kPreview = 512;
-  fn_->log->Append(LogLevel::kInfo,
-                   fmt::format("emit {} qos={}{} {}{}", topic, options.qos,
-                               options.retain ? " retain" : "", payload.substr(0, kPreview),
-                               payload.size() > kPreview ? "..." : ""));
+  fn_->log->Append(
+      LogLevel::kInfo,
+      fmt::format("emit {} qos={}{} {}{}", topic, options.qos, options.retain ? " retain" : "",
+                  payload.substr(0, kPreview), payload.size() > kPreview ? "..." : ""));
   return Status::Ok();
 }
 

@@ -157,8 +157,7 @@ Result<HttpResponse> NodeProcess::Request(std::string_view method, std::string_v
 }
 
 CommandResult RunCli(const std::vector<std::string>& cli_args,
-                     const std::map<std::string, std::string>& env,
-                     const std::string& stdin_text) {
+                     const std::map<std::string, std::string>& env, const std::string& stdin_text) {
   TempDir io;
   const std::string out_path = io.path() + "/out", err_path = io.path() + "/err",
                     in_path = io.path() + "/in";

@@ -37,7 +37,8 @@ class NodeProcess {
 
   // Starts wispd with `extra_args` and waits until /healthz answers. `config_yaml`, when not
   // empty, is written to a file and passed with --config.
-  Status Start(const std::vector<std::string>& extra_args = {}, const std::string& config_yaml = "");
+  Status Start(const std::vector<std::string>& extra_args = {},
+               const std::string& config_yaml = "");
   // Sends `signal` and waits for the exit; returns the exit status (or 128+signal).
   int Stop(int signal = 15, std::chrono::seconds timeout = std::chrono::seconds(30));
   void Kill();

@@ -29,7 +29,8 @@ class NodeTest : public ::testing::Test {
     node_ = std::make_unique<NodeProcess>(data_dir_, tmp_.path() + "/wispd.log");
   }
   void TearDown() override {
-    if (HasFailure()) std::cerr << "---- wispd log ----\n" << node_->Log() << "-------------------\n";
+    if (HasFailure())
+      std::cerr << "---- wispd log ----\n" << node_->Log() << "-------------------\n";
   }
 
   void StartNode(const std::vector<std::string>& args = {"--shards", "2"},
@@ -250,8 +251,10 @@ TEST_F(NodeTest, SlowHeadersAreCutOff) {
     if (::poll(&p, 1, 200) > 0) {
       char buf[1024];
       ssize_t n = ::recv(fd, buf, sizeof(buf), 0);
-      if (n <= 0) closed = true;
-      else received.append(buf, static_cast<std::size_t>(n));
+      if (n <= 0)
+        closed = true;
+      else
+        received.append(buf, static_cast<std::size_t>(n));
     }
     if (i == 10) EXPECT_EQ(Invoke("hello").status, 200) << "others are served meanwhile";
   }
@@ -287,7 +290,8 @@ functions:
   tmp_.Write("bad/boom.lua",
              "return { handle = function(event) if event.body == 'ok' then return 'fine' end "
              "error('pump table missing') end }\n");
-  tmp_.Write("bad/escape.lua", "return { handle = function() return io.open('/etc/passwd') end }\n");
+  tmp_.Write("bad/escape.lua",
+             "return { handle = function() return io.open('/etc/passwd') end }\n");
   Deploy(tmp_.path() + "/bad");
   Deploy(SourceDir() + "/examples/hello");
 
@@ -319,7 +323,8 @@ functions:
   ASSERT_TRUE(metrics.ok());
   EXPECT_NE(metrics->body.find("wisp_function_timeouts_total{function=\"spin\"} 2"),
             std::string::npos);
-  EXPECT_NE(metrics->body.find("wisp_function_errors_total{function=\"hog\",kind=\"resource_exhausted\"} 1"),
+  EXPECT_NE(metrics->body.find(
+                "wisp_function_errors_total{function=\"hog\",kind=\"resource_exhausted\"} 1"),
             std::string::npos);
   EXPECT_NE(metrics->body.find("wisp_function_invocations_total{function=\"hello\",runtime=\"lua\","
                                "trigger=\"http\",status=\"success\"} 1"),

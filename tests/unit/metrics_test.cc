@@ -26,10 +26,12 @@ TEST(MetricsTest, SumsShardsAndRendersPrometheusText) {
   const std::string text = registry.RenderPrometheus("0.1.0", "abc");
   auto has = [&](const std::string& line) { return text.find(line + "\n") != std::string::npos; };
   EXPECT_TRUE(has("wisp_build_info{version=\"0.1.0\",commit=\"abc\"} 1"));
-  EXPECT_TRUE(has("wisp_function_invocations_total{function=\"hello\",runtime=\"lua\","
-                  "trigger=\"http\",status=\"success\"} 5"));
-  EXPECT_TRUE(has("wisp_function_invocations_total{function=\"hello\",runtime=\"lua\","
-                  "trigger=\"http\",status=\"error\"} 1"));
+  EXPECT_TRUE(
+      has("wisp_function_invocations_total{function=\"hello\",runtime=\"lua\","
+          "trigger=\"http\",status=\"success\"} 5"));
+  EXPECT_TRUE(
+      has("wisp_function_invocations_total{function=\"hello\",runtime=\"lua\","
+          "trigger=\"http\",status=\"error\"} 1"));
   EXPECT_TRUE(has("wisp_function_errors_total{function=\"hello\",kind=\"timeout\"} 1"));
   EXPECT_TRUE(has("wisp_function_timeouts_total{function=\"hello\"} 1"));
   EXPECT_TRUE(has("wisp_function_cold_starts_total{function=\"hello\",runtime=\"lua\"} 1"));

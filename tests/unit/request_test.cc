@@ -29,9 +29,9 @@ TEST(RouteTargetTest, RoutesEveryEndpoint) {
 }
 
 TEST(RouteTargetTest, UnknownTargetsAreNotFound) {
-  for (const char* target : {"", "/", "/v1", "/v1/functionsX", "/v1/functions//invoke",
-                             "/v1/functions/hello/other", "/v1/functions/hello/invoke/extra",
-                             "/healthz/x", "*"}) {
+  for (const char* target :
+       {"", "/", "/v1", "/v1/functionsX", "/v1/functions//invoke", "/v1/functions/hello/other",
+        "/v1/functions/hello/invoke/extra", "/healthz/x", "*"}) {
     EXPECT_EQ(RouteTarget(target).kind, RouteKind::kNotFound) << target;
   }
 }
@@ -65,8 +65,7 @@ TEST(DecodeJsonBodyTest, InvalidJsonSaysWhere) {
   ASSERT_FALSE(json.ok());
   EXPECT_EQ(json.status().code(), StatusCode::kInvalidArgument);
   EXPECT_NE(json.status().message().find("not valid JSON"), std::string::npos);
-  EXPECT_NE(json.status().message().find("line 1"), std::string::npos)
-      << json.status().message();
+  EXPECT_NE(json.status().message().find("line 1"), std::string::npos) << json.status().message();
 }
 
 TEST(DecodeJsonBodyTest, RefusesDeepNestingBeforeParsing) {
