@@ -1,0 +1,705 @@
+// ParseManifest: wisp.yaml -> validated FunctionSpecs. The accepted keys, their defaults and
+// limits are documented in docs/manifest.md; keep the two in step.
+//
+// The parser reads untrusted text (a deploy request carries it) and is fuzzed, so it never
+// throws: every yaml-cpp call runs inside one try block, and every error is a Status naming the
+// file, the function and the field at fault.
+
+#include <algorithm>
+#include <charconv>
+#include <chrono>
+#include <cstdint>
+#include <exception>
+#include <map>
+#include <optional>
+#include <set>
+#include <span>
+#include <sstream>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include <fmt/format.h>
+#include <yaml-cpp/depthguard.h>
+#include <yaml-cpp/eventhandler.h>
+#include <yaml-cpp/yaml.h>
+
+#include "wisp/bundle.h"
+#include "wisp/function_spec.h"
+#include "wisp/units.h"
+
+namespace wisp {
+namespace {
+
+// A manifest is a few kilobytes; the cap keeps a hostile deploy from making yaml-cpp build a
+// huge node tree in memory.
+constexpr std::size_t kMaxManifestBytes = 1 << 20;
+
+// Bounds on the work of one parse, whatever aliases repeat (see ManifestParser::Spend): a few
+// hundred ms at most. Real manifests are orders of magnitude below: without aliases a map
+// entry takes at least 4 bytes of YAML, and each scalar is copied once.
+constexpr std::size_t kMaxEntriesVisited = 300'000;
+constexpr std::size_t kMaxBytesTaken = 8 << 20;
+
+constexpr std::uint64_t kMinMemory = 1ull << 20;
+constexpr std::uint64_t kMaxMemory = 4ull << 30;
+constexpr std::chrono::milliseconds kMinTimeout{1};
+constexpr std::chrono::milliseconds kMaxTimeout{15 * 60 * 1000};
+constexpr int kMaxConcurrency = 1024;
+constexpr int kMaxScale = 1000;
+constexpr std::size_t kMaxVersionLength = 128;
+constexpr std::size_t kMaxDescriptionLength = 4096;
+constexpr std::size_t kMaxEnvNameLength = 256;
+constexpr std::size_t kMaxEnvValueLength = 64 << 10;
+constexpr std::size_t kMaxLabelKeyLength = 63;
+constexpr std::size_t kMaxLabelValueLength = 256;
+constexpr std::size_t kMaxRuntimeLength = 64;
+constexpr std::size_t kMaxEntryLength = 128;
+
+constexpr std::string_view kFunctionKeys[] = {"runtime",     "handler", "version", "description",
+                                              "environment", "secrets", "labels",  "limits",
+                                              "concurrency", "scale",   "auth",    "triggers"};
+constexpr std::string_view kTopLevelKeys[] = {"version", "functions"};
+constexpr std::string_view kLimitsKeys[] = {"memory", "timeout"};
+constexpr std::string_view kConcurrencyKeys[] = {"max", "target"};
+constexpr std::string_view kScaleKeys[] = {"min", "max"};
+constexpr std::string_view kTriggerKinds[] = {"http", "mqtt", "timer"};
+
+bool IsLower(char c) { return c >= 'a' && c <= 'z'; }
+bool IsUpper(char c) { return c >= 'A' && c <= 'Z'; }
+bool IsDigit(char c) { return c >= '0' && c <= '9'; }
+bool IsAlnum(char c) { return IsLower(c) || IsUpper(c) || IsDigit(c); }
+
+// [A-Za-z_][A-Za-z0-9_]*: an environment variable name or a Lua/Python function name.
+bool IsIdentifier(std::string_view s) {
+  if (s.empty() || IsDigit(s[0])) return false;
+  return std::all_of(s.begin(), s.end(), [](char c) { return IsAlnum(c) || c == '_'; });
+}
+
+// [a-z][a-z0-9_-]*: runtime names are registered in lower case ("lua", "process").
+bool IsRuntimeName(std::string_view s) {
+  if (s.empty() || s.size() > kMaxRuntimeLength || !IsLower(s[0])) return false;
+  return std::all_of(s.begin(), s.end(),
+                     [](char c) { return IsLower(c) || IsDigit(c) || c == '_' || c == '-'; });
+}
+
+// Kubernetes-like label keys: 1..63 of [A-Za-z0-9._/-], starting and ending alphanumeric.
+bool IsLabelKey(std::string_view s) {
+  if (s.empty() || s.size() > kMaxLabelKeyLength) return false;
+  if (!IsAlnum(s.front()) || !IsAlnum(s.back())) return false;
+  return std::all_of(s.begin(), s.end(), [](char c) {
+    return IsAlnum(c) || c == '.' || c == '_' || c == '/' || c == '-';
+  });
+}
+
+bool HasControlChars(std::string_view s) {
+  return std::any_of(s.begin(), s.end(), [](char c) {
+    auto u = static_cast<unsigned char>(c);
+    return u < 0x20 || u == 0x7f;
+  });
+}
+
+// A user's value inside an error message: quoted, shortened, control bytes escaped, so that a
+// hostile manifest cannot forge log lines or flood a reply.
+std::string Quote(std::string_view s) {
+  constexpr std::size_t kMaxShown = 64;
+  std::string out = "'";
+  for (std::size_t i = 0; i < s.size() && i < kMaxShown; ++i) {
+    auto u = static_cast<unsigned char>(s[i]);
+    if (u < 0x20 || u == 0x7f || u == '\\') {
+      out += fmt::format("\\x{:02x}", u);
+    } else {
+      out += s[i];
+    }
+  }
+  if (s.size() > kMaxShown) out += "...";
+  out += "'";
+  return out;
+}
+
+std::string JoinKeys(std::span<const std::string_view> keys) {
+  std::string out;
+  for (std::string_view k : keys) {
+    if (!out.empty()) out += ", ";
+    out += k;
+  }
+  return out;
+}
+
+// Edit distance, for "did you mean" on unknown keys (keys are short; O(n*m) is fine).
+std::size_t EditDistance(std::string_view a, std::string_view b) {
+  std::vector<std::size_t> row(b.size() + 1);
+  for (std::size_t j = 0; j <= b.size(); ++j) row[j] = j;
+  for (std::size_t i = 1; i <= a.size(); ++i) {
+    std::size_t diagonal = row[0];
+    row[0] = i;
+    for (std::size_t j = 1; j <= b.size(); ++j) {
+      std::size_t above = row[j];
+      row[j] = std::min({row[j] + 1, row[j - 1] + 1, diagonal + (a[i - 1] == b[j - 1] ? 0 : 1)});
+      diagonal = above;
+    }
+  }
+  return row[b.size()];
+}
+
+std::string UnknownKeyProblem(std::string_view key, std::span<const std::string_view> known) {
+  std::string_view best;
+  std::size_t best_distance = 3;  // further than 2 edits away is not a typo
+  if (key.size() <= 64) {
+    for (std::string_view k : known) {
+      std::size_t d = EditDistance(key, k);
+      if (d < best_distance) {
+        best_distance = d;
+        best = k;
+      }
+    }
+  }
+  if (!best.empty()) {
+    return fmt::format("unknown key; did you mean '{}'? (known keys: {})", best, JoinKeys(known));
+  }
+  return fmt::format("unknown key (known keys: {})", JoinKeys(known));
+}
+
+bool Contains(std::span<const std::string_view> list, std::string_view s) {
+  return std::find(list.begin(), list.end(), s) != list.end();
+}
+
+const char* TypeName(const YAML::Node& node) {
+  switch (node.Type()) {
+    case YAML::NodeType::Null:
+      return "nothing";
+    case YAML::NodeType::Scalar:
+      return "a value";
+    case YAML::NodeType::Sequence:
+      return "a list";
+    case YAML::NodeType::Map:
+      return "a map";
+    case YAML::NodeType::Undefined:
+      break;
+  }
+  return "nothing";
+}
+
+// Parses one manifest. Holds the source name and builds "<source>: <path>: <problem>" errors.
+class ManifestParser {
+ public:
+  explicit ManifestParser(std::string_view source) : source_(source) {}
+
+  Result<std::vector<FunctionSpec>> Parse(const YAML::Node& root) {
+    if (root.IsNull() || !root.IsDefined()) return FileError("manifest is empty");
+    if (!root.IsMap()) {
+      return FileError(fmt::format("expected a map with 'version: 1' and 'functions:', found {}",
+                                   TypeName(root)));
+    }
+    if (root["functions"]) return ParseStack(root);
+    if (root["name"]) return ParseSingle(root);
+    return FileError(
+        "no functions: declare them under 'functions:' (or give a single function a 'name:')");
+  }
+
+ private:
+  Status FileError(std::string_view problem) const {
+    return InvalidArgument(fmt::format("{}: {}", source_, problem));
+  }
+  Status Error(std::string_view path, std::string_view problem) const {
+    if (path.empty()) return FileError(problem);
+    return InvalidArgument(fmt::format("{}: {}: {}", source_, path, problem));
+  }
+  static std::string Join(std::string_view prefix, std::string_view key) {
+    if (prefix.empty()) return std::string(key);
+    return fmt::format("{}.{}", prefix, key);
+  }
+
+  // Calls fn(key, value, path) for each entry of a map, refusing non-string and duplicate keys
+  // (yaml-cpp keeps duplicates; silently taking one of them would hide a mistake).
+  template <typename Fn>
+  Status ForEachEntry(const YAML::Node& map, std::string_view path, Fn&& fn) const {
+    std::set<std::string> seen;
+    for (const auto& entry : map) {
+      RETURN_IF_ERROR(Spend(1, 0));
+      const YAML::Node& key_node = entry.first;
+      if (!key_node.IsScalar()) return Error(path, "keys must be plain strings");
+      const std::string& key = key_node.Scalar();
+      std::string key_path = Join(path, key.size() <= 64 && !HasControlChars(key) ? key : "?");
+      if (!seen.insert(key).second) return Error(key_path, "appears twice");
+      RETURN_IF_ERROR(fn(key, entry.second, key_path));
+    }
+    return Status::Ok();
+  }
+
+  Status ExpectMap(const YAML::Node& node, std::string_view path, std::string_view what) const {
+    if (node.IsMap()) return Status::Ok();
+    return Error(path, fmt::format("expected {}, found {}", what, TypeName(node)));
+  }
+
+  // A scalar as text; null and collections are refused.
+  Result<std::string> String(const YAML::Node& node, std::string_view path) const {
+    if (node.IsScalar()) {
+      RETURN_IF_ERROR(Spend(0, node.Scalar().size()));
+      return node.Scalar();
+    }
+    if (node.IsNull()) {
+      return Error(path, "needs a value (write \"\" for an empty string)");
+    }
+    return Error(path, fmt::format("expected a value, found {}", TypeName(node)));
+  }
+
+  Result<std::int64_t> Integer(const YAML::Node& node, std::string_view path, std::int64_t min,
+                               std::int64_t max) const {
+    ASSIGN_OR_RETURN(std::string text, String(node, path));
+    std::int64_t value = 0;
+    const char* end = text.data() + text.size();
+    auto [ptr, ec] = std::from_chars(text.data(), end, value);
+    if (text.empty() || ec != std::errc() || ptr != end) {
+      if (ec == std::errc::result_out_of_range) {
+        return Error(path, fmt::format("{} is out of range ({}..{})", Quote(text), min, max));
+      }
+      return Error(path, fmt::format("{} is not a whole number", Quote(text)));
+    }
+    if (value < min || value > max) {
+      return Error(path, fmt::format("{} is out of range ({}..{})", value, min, max));
+    }
+    return value;
+  }
+
+  // Form (a): version: 1 + functions: {name: spec}.
+  Result<std::vector<FunctionSpec>> ParseStack(const YAML::Node& root) {
+    std::vector<FunctionSpec> specs;
+    RETURN_IF_ERROR(ForEachEntry(
+        root, "",
+        [&](const std::string& key, const YAML::Node& value, const std::string& path) -> Status {
+          if (key == "version") {
+            ASSIGN_OR_RETURN(std::string version, String(value, path));
+            // OpenFaaS writes "1.0"; both mean the one format there is.
+            if (version != "1" && version != "1.0") {
+              return Error(path, fmt::format("manifest version {} is not supported (use 1)",
+                                             Quote(version)));
+            }
+            return Status::Ok();
+          }
+          if (key == "functions") {
+            if (value.IsNull() || (value.IsMap() && value.size() == 0)) {
+              return Error(path, "no functions declared");
+            }
+            RETURN_IF_ERROR(ExpectMap(value, path, "a map of function name -> settings"));
+            return ForEachEntry(value, path,
+                                [&](const std::string& name, const YAML::Node& spec,
+                                    const std::string& fn_path) -> Status {
+                                  if (!IsValidFunctionName(name)) return InvalidName(fn_path, name);
+                                  ASSIGN_OR_RETURN(FunctionSpec parsed,
+                                                   ParseFunction(spec, name, fn_path, false));
+                                  specs.push_back(std::move(parsed));
+                                  return Status::Ok();
+                                });
+          }
+          return Error(path, UnknownKeyProblem(key, kTopLevelKeys) +
+                                 "; function settings go under functions.<name>");
+        }));
+    return specs;
+  }
+
+  // Form (b): the function's keys at top level, plus name:.
+  Result<std::vector<FunctionSpec>> ParseSingle(const YAML::Node& root) {
+    ASSIGN_OR_RETURN(std::string name, String(root["name"], "name"));
+    if (!IsValidFunctionName(name)) return InvalidName("name", name);
+    ASSIGN_OR_RETURN(FunctionSpec spec, ParseFunction(root, name, "", true));
+    std::vector<FunctionSpec> specs;
+    specs.push_back(std::move(spec));
+    return specs;
+  }
+
+  Status InvalidName(std::string_view path, std::string_view name) const {
+    return Error(path, fmt::format("{} is not a valid function name (use 1-63 lower-case letters, "
+                                   "digits and '-', starting and ending with a letter or digit)",
+                                   Quote(name)));
+  }
+
+  Result<FunctionSpec> ParseFunction(const YAML::Node& node, const std::string& name,
+                                     const std::string& prefix, bool single_form) {
+    RETURN_IF_ERROR(ExpectMap(node, prefix, "a map of settings (runtime, handler, ...)"));
+    FunctionSpec spec;
+    spec.name = name;
+    spec.version = "0.0.0";
+    bool has_runtime = false;
+    bool has_handler = false;
+    bool has_scale_max = false;
+    std::optional<std::int64_t> concurrency_target;
+    std::string target_path;
+
+    RETURN_IF_ERROR(ForEachEntry(
+        node, prefix,
+        [&](const std::string& key, const YAML::Node& value, const std::string& path) -> Status {
+          if (key == "name" && single_form) return Status::Ok();  // read by ParseSingle
+          if (key == "runtime") {
+            ASSIGN_OR_RETURN(spec.runtime, String(value, path));
+            if (!IsRuntimeName(spec.runtime)) {
+              return Error(path,
+                           fmt::format("{} is not a runtime name (e.g. lua)", Quote(spec.runtime)));
+            }
+            has_runtime = true;
+            return Status::Ok();
+          }
+          if (key == "handler") {
+            has_handler = true;
+            return ParseHandler(value, path, &spec);
+          }
+          if (key == "version") {
+            ASSIGN_OR_RETURN(spec.version, String(value, path));
+            if (spec.version.empty() || spec.version.size() > kMaxVersionLength ||
+                HasControlChars(spec.version)) {
+              return Error(path,
+                           fmt::format("{} is not a version (1 to {} printable characters, e.g. "
+                                       "1.0.0)",
+                                       Quote(spec.version), kMaxVersionLength));
+            }
+            return Status::Ok();
+          }
+          if (key == "description") {
+            ASSIGN_OR_RETURN(std::string description, String(value, path));
+            if (description.size() > kMaxDescriptionLength) {
+              return Error(path, fmt::format("is longer than {} bytes", kMaxDescriptionLength));
+            }
+            return Status::Ok();
+          }
+          if (key == "environment") return ParseEnvironment(value, path, &spec.environment);
+          if (key == "labels") return ParseLabels(value, path, &spec.labels);
+          if (key == "secrets") return ParseSecrets(value, path);
+          if (key == "limits") return ParseLimits(value, path, &spec.limits);
+          if (key == "concurrency") {
+            RETURN_IF_ERROR(ExpectMap(value, path, "a map (max, target)"));
+            return ForEachEntry(
+                value, path,
+                [&](const std::string& k, const YAML::Node& v, const std::string& p) -> Status {
+                  if (k == "max") {
+                    ASSIGN_OR_RETURN(auto max, Integer(v, p, 1, kMaxConcurrency));
+                    spec.concurrency_max = static_cast<int>(max);
+                    return Status::Ok();
+                  }
+                  if (k == "target") {
+                    ASSIGN_OR_RETURN(concurrency_target, Integer(v, p, 1, kMaxConcurrency));
+                    target_path = p;
+                    return Status::Ok();
+                  }
+                  return Error(p, UnknownKeyProblem(k, kConcurrencyKeys));
+                });
+          }
+          if (key == "scale") {
+            RETURN_IF_ERROR(ExpectMap(value, path, "a map (min, max)"));
+            return ForEachEntry(
+                value, path,
+                [&](const std::string& k, const YAML::Node& v, const std::string& p) -> Status {
+                  if (k == "min") {
+                    ASSIGN_OR_RETURN(auto min, Integer(v, p, 0, kMaxScale));
+                    spec.scale_min = static_cast<int>(min);
+                    return Status::Ok();
+                  }
+                  if (k == "max") {
+                    ASSIGN_OR_RETURN(auto max, Integer(v, p, 1, kMaxScale));
+                    spec.scale_max = static_cast<int>(max);
+                    has_scale_max = true;
+                    return Status::Ok();
+                  }
+                  return Error(p, UnknownKeyProblem(k, kScaleKeys));
+                });
+          }
+          if (key == "auth") {
+            ASSIGN_OR_RETURN(std::string auth, String(value, path));
+            if (auth == "public") {
+              spec.auth = AuthMode::kPublic;
+            } else if (auth == "token") {
+              spec.auth = AuthMode::kToken;
+            } else {
+              return Error(
+                  path, fmt::format("{} is not an auth mode (use public or token)", Quote(auth)));
+            }
+            return Status::Ok();
+          }
+          if (key == "triggers") return ParseTriggers(value, path);
+          return Error(path, UnknownKeyProblem(key, kFunctionKeys));
+        }));
+
+    if (!has_runtime) return Error(Join(prefix, "runtime"), "is required (e.g. runtime: lua)");
+    if (!has_handler) {
+      return Error(Join(prefix, "handler"), "is required (e.g. handler: ./handler.lua:handle)");
+    }
+    // A lone `scale.min` above the default max raises max with it: asking for 10 warm instances
+    // should not fail because of a default the user never wrote.
+    if (!has_scale_max) spec.scale_max = std::max(FunctionSpec{}.scale_max, spec.scale_min);
+    if (spec.scale_min > spec.scale_max) {
+      return Error(Join(prefix, "scale.min"), fmt::format("{} is greater than scale.max ({})",
+                                                          spec.scale_min, spec.scale_max));
+    }
+    if (concurrency_target && *concurrency_target > spec.concurrency_max) {
+      return Error(target_path, fmt::format("{} is greater than concurrency.max ({})",
+                                            *concurrency_target, spec.concurrency_max));
+    }
+    return spec;
+  }
+
+  // "./handler.lua:handle", "handler.lua:handle" or "handler.lua" (entry "handle").
+  Status ParseHandler(const YAML::Node& value, const std::string& path, FunctionSpec* spec) const {
+    ASSIGN_OR_RETURN(std::string text, String(value, path));
+    std::string_view rest = text;
+    if (rest.substr(0, 2) == "./") rest.remove_prefix(2);
+    std::string_view file = rest;
+    std::string_view entry = "handle";
+    if (auto colon = rest.find(':'); colon != std::string_view::npos) {
+      file = rest.substr(0, colon);
+      entry = rest.substr(colon + 1);
+    }
+    // The handler must be a file of the bundle, so it follows the bundle's path rules; that
+    // also keeps it inside the function directory.
+    if (!IsValidBundlePath(file)) {
+      return Error(path, fmt::format("the file in {} must be a relative path inside the function "
+                                     "directory (no '..', no leading '/' or '.', names of "
+                                     "A-Z a-z 0-9 . _ -)",
+                                     Quote(text)));
+    }
+    if (!IsIdentifier(entry) || entry.size() > kMaxEntryLength) {
+      return Error(path, fmt::format("{} does not name a function after ':' (e.g. "
+                                     "handler.lua:handle)",
+                                     Quote(text)));
+    }
+    spec->handler_file = std::string(file);
+    spec->handler_entry = std::string(entry);
+    return Status::Ok();
+  }
+
+  Status ParseEnvironment(const YAML::Node& value, const std::string& path,
+                          std::map<std::string, std::string>* env) const {
+    if (value.IsNull()) return Status::Ok();
+    RETURN_IF_ERROR(ExpectMap(value, path, "a map of NAME: value"));
+    return ForEachEntry(
+        value, path,
+        [&](const std::string& k, const YAML::Node& v, const std::string& p) -> Status {
+          if (!IsIdentifier(k) || k.size() > kMaxEnvNameLength) {
+            return Error(p, fmt::format("{} is not a variable name (letters, digits and '_', not "
+                                        "starting with a digit)",
+                                        Quote(k)));
+          }
+          // Numbers and booleans arrive as the text the user wrote (7.1 -> "7.1", true -> "true"),
+          // since every environment value is a string in the end.
+          ASSIGN_OR_RETURN(std::string text, String(v, p));
+          if (text.size() > kMaxEnvValueLength) {
+            return Error(p, fmt::format("is longer than {} bytes", kMaxEnvValueLength));
+          }
+          (*env)[k] = std::move(text);
+          return Status::Ok();
+        });
+  }
+
+  Status ParseLabels(const YAML::Node& value, const std::string& path,
+                     std::map<std::string, std::string>* labels) const {
+    if (value.IsNull()) return Status::Ok();
+    RETURN_IF_ERROR(ExpectMap(value, path, "a map of key: value"));
+    return ForEachEntry(
+        value, path,
+        [&](const std::string& k, const YAML::Node& v, const std::string& p) -> Status {
+          if (!IsLabelKey(k)) {
+            return Error(p,
+                         fmt::format("{} is not a label key (1-63 of A-Z a-z 0-9 . _ / -, starting "
+                                     "and ending with a letter or digit)",
+                                     Quote(k)));
+          }
+          ASSIGN_OR_RETURN(std::string text, String(v, p));
+          if (text.size() > kMaxLabelValueLength || HasControlChars(text)) {
+            return Error(p, fmt::format("{} is not a label value (at most {} printable characters)",
+                                        Quote(text), kMaxLabelValueLength));
+          }
+          (*labels)[k] = std::move(text);
+          return Status::Ok();
+        });
+  }
+
+  // Secret names are validated now so a typo fails at deploy, not at the first ctx.secret().
+  Status ParseSecrets(const YAML::Node& value, const std::string& path) const {
+    if (value.IsNull()) return Status::Ok();
+    if (!value.IsSequence()) {
+      return Error(path, fmt::format("expected a list of secret names, found {}", TypeName(value)));
+    }
+    std::set<std::string> seen;
+    for (std::size_t i = 0; i < value.size(); ++i) {
+      RETURN_IF_ERROR(Spend(1, 0));
+      std::string p = fmt::format("{}[{}]", path, i);
+      ASSIGN_OR_RETURN(std::string name, String(value[i], p));
+      if (!IsValidFunctionName(name)) {
+        return Error(p, fmt::format("{} is not a secret name (use 1-63 lower-case letters, digits "
+                                    "and '-', starting and ending with a letter or digit)",
+                                    Quote(name)));
+      }
+      if (!seen.insert(name).second)
+        return Error(p, fmt::format("{} is listed twice", Quote(name)));
+    }
+    return Status::Ok();
+  }
+
+  Status ParseLimits(const YAML::Node& value, const std::string& path,
+                     FunctionLimits* limits) const {
+    RETURN_IF_ERROR(ExpectMap(value, path, "a map (memory, timeout)"));
+    return ForEachEntry(
+        value, path,
+        [&](const std::string& k, const YAML::Node& v, const std::string& p) -> Status {
+          if (k == "memory") {
+            ASSIGN_OR_RETURN(std::string text, String(v, p));
+            Result<std::uint64_t> bytes = ParseByteSize(text);
+            if (!bytes.ok()) return Error(p, bytes.status().message());
+            if (*bytes < kMinMemory || *bytes > kMaxMemory) {
+              return Error(p, fmt::format("{} is out of range ({}..{})", Quote(text),
+                                          FormatByteSize(kMinMemory), FormatByteSize(kMaxMemory)));
+            }
+            limits->memory_bytes = *bytes;
+            return Status::Ok();
+          }
+          if (k == "timeout") {
+            ASSIGN_OR_RETURN(std::string text, String(v, p));
+            Result<std::chrono::milliseconds> d = ParseDuration(text);
+            if (!d.ok()) return Error(p, d.status().message());
+            if (*d < kMinTimeout || *d > kMaxTimeout) {
+              return Error(p,
+                           fmt::format("{} is out of range ({}..{})", Quote(text),
+                                       FormatDuration(kMinTimeout), FormatDuration(kMaxTimeout)));
+            }
+            limits->timeout = *d;
+            return Status::Ok();
+          }
+          return Error(p, UnknownKeyProblem(k, kLimitsKeys));
+        });
+  }
+
+  // Triggers are accepted now so manifests written for later versions deploy; only their shape
+  // is checked: a list of single-key maps, each a known trigger kind with a map of settings.
+  Status ParseTriggers(const YAML::Node& value, const std::string& path) const {
+    if (value.IsNull()) return Status::Ok();
+    if (!value.IsSequence()) {
+      return Error(path, fmt::format("expected a list (e.g. - http: {{ path: /hello }}), found {}",
+                                     TypeName(value)));
+    }
+    for (std::size_t i = 0; i < value.size(); ++i) {
+      RETURN_IF_ERROR(Spend(1, 0));
+      std::string p = fmt::format("{}[{}]", path, i);
+      const YAML::Node& trigger = value[i];
+      if (!trigger.IsMap() || trigger.size() != 1) {
+        return Error(p,
+                     "expected one trigger kind with its settings (e.g. - mqtt: { topic: a/b })");
+      }
+      const auto& entry = *trigger.begin();
+      if (!entry.first.IsScalar() || !Contains(kTriggerKinds, entry.first.Scalar())) {
+        return Error(p, fmt::format("unknown trigger {} (use http, mqtt or timer)",
+                                    Quote(entry.first.Scalar())));
+      }
+      std::string kind_path = fmt::format("{}.{}", p, entry.first.Scalar());
+      if (!entry.second.IsNull()) {
+        RETURN_IF_ERROR(ExpectMap(entry.second, kind_path, "a map of trigger settings"));
+      }
+    }
+    return Status::Ok();
+  }
+
+  // Aliases let a 1 MiB manifest name one large map thousands of times, and the walk (and the
+  // specs) would copy it each time: a billion-laughs bomb. Counting the entries visited and the
+  // text taken over the whole manifest bounds the work to a small multiple of what a real
+  // manifest needs.
+  Status Spend(std::size_t entries, std::size_t bytes) const {
+    entries_visited_ += entries;
+    bytes_taken_ += bytes;
+    if (entries_visited_ > kMaxEntriesVisited || bytes_taken_ > kMaxBytesTaken) {
+      return FileError("expands to too much data (do aliases repeat a large part many times?)");
+    }
+    return Status::Ok();
+  }
+
+  std::string_view source_;
+  mutable std::size_t entries_visited_ = 0;  // mutable: bookkeeping, not parser state
+  mutable std::size_t bytes_taken_ = 0;
+};
+
+// Sees parser events only to tell whether a document has content: a trailing "---" makes an
+// empty second document, which is harmless and accepted.
+class DocumentContent : public YAML::EventHandler {
+ public:
+  // True if the document just handled held more than a null; resets for the next one.
+  bool TakeHadContent() { return std::exchange(had_content_, false); }
+
+  void OnDocumentStart(const YAML::Mark&) override {}
+  void OnDocumentEnd() override {}
+  void OnNull(const YAML::Mark&, YAML::anchor_t) override {}
+  void OnAlias(const YAML::Mark&, YAML::anchor_t) override { had_content_ = true; }
+  void OnScalar(const YAML::Mark&, const std::string&, YAML::anchor_t,
+                const std::string&) override {
+    had_content_ = true;
+  }
+  void OnSequenceStart(const YAML::Mark&, const std::string&, YAML::anchor_t,
+                       YAML::EmitterStyle::value) override {
+    had_content_ = true;
+  }
+  void OnSequenceEnd() override {}
+  void OnMapStart(const YAML::Mark&, const std::string&, YAML::anchor_t,
+                  YAML::EmitterStyle::value) override {
+    had_content_ = true;
+  }
+  void OnMapEnd() override {}
+
+ private:
+  bool had_content_ = false;
+};
+
+// True if any document but the first has content (the first is the one YAML::Load returns).
+// A bounded event pass, not YAML::LoadAll: on some malformed input LoadAll never stops
+// producing empty documents (found by fuzz/manifest_fuzz).
+bool HasMoreThanOneDocument(const std::string& text) {
+  constexpr int kMaxDocuments = 16;
+  std::istringstream stream(text);
+  YAML::Parser parser(stream);
+  DocumentContent content;
+  for (int i = 0; i < kMaxDocuments && parser.HandleNextDocument(content); ++i) {
+    if (content.TakeHadContent() && i > 0) return true;
+  }
+  return false;
+}
+
+}  // namespace
+
+bool IsValidFunctionName(std::string_view name) {
+  if (name.empty() || name.size() > 63) return false;
+  auto edge = [](char c) { return IsLower(c) || IsDigit(c); };
+  if (!edge(name.front()) || !edge(name.back())) return false;
+  return std::all_of(name.begin(), name.end(), [&](char c) { return edge(c) || c == '-'; });
+}
+
+Result<std::vector<FunctionSpec>> ParseManifest(std::string_view yaml_text,
+                                                std::string_view source) {
+  if (yaml_text.size() > kMaxManifestBytes) {
+    return InvalidArgument(fmt::format("{}: manifest is {} bytes; the limit is {}", source,
+                                       yaml_text.size(), FormatByteSize(kMaxManifestBytes)));
+  }
+  try {
+    std::string text(yaml_text);
+    YAML::Node root = YAML::Load(text);
+    // Load reads the first document only; a second one would be ignored without a word.
+    if (HasMoreThanOneDocument(text)) {
+      return InvalidArgument(fmt::format(
+          "{}: holds more than one YAML document; put every function under one 'functions:' "
+          "map",
+          source));
+    }
+    return ManifestParser(source).Parse(root);
+  } catch (const YAML::DeepRecursion& e) {
+    // yaml-cpp reports its nesting guard as "bad file"; say what it means.
+    return InvalidArgument(fmt::format("{}: line {}, column {}: nested too deeply", source,
+                                       e.mark.line + 1, e.mark.column + 1));
+  } catch (const YAML::ParserException& e) {
+    if (e.mark.is_null()) return InvalidArgument(fmt::format("{}: {}", source, e.msg));
+    // yaml-cpp counts lines and columns from 0; editors count from 1.
+    return InvalidArgument(fmt::format("{}: line {}, column {}: {}", source, e.mark.line + 1,
+                                       e.mark.column + 1, e.msg));
+  } catch (const YAML::Exception& e) {
+    return InvalidArgument(fmt::format("{}: {}", source, e.msg));
+  } catch (const std::exception& e) {
+    return InvalidArgument(fmt::format("{}: cannot be read: {}", source, e.what()));
+  } catch (...) {
+    return InvalidArgument(fmt::format("{}: cannot be read", source));
+  }
+}
+
+}  // namespace wisp

@@ -1,0 +1,390 @@
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "wisp/function_spec.h"
+
+namespace wisp {
+namespace {
+
+using std::chrono::milliseconds;
+
+// The manifest of docs/manifest.md and CONVENTIONS.md, every key set.
+constexpr const char* kFullManifest = R"yaml(
+version: 1
+functions:
+  pump-alert:
+    runtime: lua
+    handler: ./handler.lua:on_reading
+    version: 1.0.0
+    description: Alerts when a pump vibrates too much
+    environment: { VIBRATION_LIMIT: "7.1", RETRIES: 3, VERBOSE: true }
+    secrets: [ plant-api-token ]
+    labels: { line: press-3, team.io/owner: maintenance }
+    limits: { memory: 32Mi, timeout: 2s }
+    concurrency: { max: 4, target: 2 }
+    scale: { min: 0, max: 8 }
+    auth: token
+    triggers:
+      - http: { path: /pump-alert, methods: [POST] }
+      - mqtt: { topic: plant/+/pump/#, qos: 1, group: alerts }
+      - timer: { schedule: "*/5 * * * *" }
+  hello:
+    runtime: lua
+    handler: hello.lua
+)yaml";
+
+std::vector<FunctionSpec> ParseOk(const std::string& yaml) {
+  Result<std::vector<FunctionSpec>> specs = ParseManifest(yaml);
+  EXPECT_TRUE(specs.ok()) << specs.status().ToString() << "\n" << yaml;
+  return specs.ok() ? *specs : std::vector<FunctionSpec>{};
+}
+
+std::string ParseError(const std::string& yaml, std::string_view source = "wisp.yaml") {
+  Result<std::vector<FunctionSpec>> specs = ParseManifest(yaml, source);
+  EXPECT_FALSE(specs.ok()) << yaml;
+  if (specs.ok()) return "";
+  EXPECT_EQ(specs.status().code(), StatusCode::kInvalidArgument) << specs.status().ToString();
+  return specs.status().message();
+}
+
+TEST(ManifestTest, ParsesEveryKey) {
+  std::vector<FunctionSpec> specs = ParseOk(kFullManifest);
+  ASSERT_EQ(specs.size(), 2u);
+  const FunctionSpec& f = specs[0];  // document order is kept
+  EXPECT_EQ(f.name, "pump-alert");
+  EXPECT_EQ(f.runtime, "lua");
+  EXPECT_EQ(f.handler_file, "handler.lua");
+  EXPECT_EQ(f.handler_entry, "on_reading");
+  EXPECT_EQ(f.version, "1.0.0");
+  EXPECT_EQ(f.environment.at("VIBRATION_LIMIT"), "7.1");
+  EXPECT_EQ(f.environment.at("RETRIES"), "3");
+  EXPECT_EQ(f.environment.at("VERBOSE"), "true");
+  EXPECT_EQ(f.labels.at("line"), "press-3");
+  EXPECT_EQ(f.labels.at("team.io/owner"), "maintenance");
+  EXPECT_EQ(f.limits.memory_bytes, 32u << 20);
+  EXPECT_EQ(f.limits.timeout, milliseconds(2000));
+  EXPECT_EQ(f.concurrency_max, 4);
+  EXPECT_EQ(f.scale_min, 0);
+  EXPECT_EQ(f.scale_max, 8);
+  EXPECT_EQ(f.auth, AuthMode::kToken);
+  EXPECT_EQ(specs[1].name, "hello");
+}
+
+TEST(ManifestTest, Defaults) {
+  std::vector<FunctionSpec> specs = ParseOk(kFullManifest);
+  ASSERT_EQ(specs.size(), 2u);
+  const FunctionSpec& f = specs[1];
+  EXPECT_EQ(f.handler_file, "hello.lua");
+  EXPECT_EQ(f.handler_entry, "handle");
+  EXPECT_EQ(f.version, "0.0.0");
+  EXPECT_TRUE(f.environment.empty());
+  EXPECT_TRUE(f.labels.empty());
+  EXPECT_EQ(f.limits.memory_bytes, 64u << 20);
+  EXPECT_EQ(f.limits.timeout, milliseconds(5000));
+  EXPECT_EQ(f.concurrency_max, 1);
+  EXPECT_EQ(f.scale_min, 1);
+  EXPECT_EQ(f.scale_max, 8);
+  EXPECT_EQ(f.auth, AuthMode::kPublic);
+}
+
+TEST(ManifestTest, SingleFunctionForm) {
+  std::vector<FunctionSpec> specs = ParseOk(
+      "name: hello\nruntime: lua\nhandler: handler.lua:handle\nversion: 2\n"
+      "limits: { memory: 16Mi }\n");
+  ASSERT_EQ(specs.size(), 1u);
+  EXPECT_EQ(specs[0].name, "hello");
+  EXPECT_EQ(specs[0].version, "2");  // in this form `version` is the function's
+  EXPECT_EQ(specs[0].limits.memory_bytes, 16u << 20);
+}
+
+TEST(ManifestTest, SingleFunctionFormErrorsHaveNoFunctionsPrefix) {
+  EXPECT_EQ(ParseError("name: hello\nruntime: lua\nhandler: h.lua\nlimits: { memory: 32Q }\n"),
+            "wisp.yaml: limits.memory: '32Q' has an unknown size unit 'Q' (use Ki, Mi, Gi, kB, "
+            "MB or GB)");
+  EXPECT_EQ(ParseError("name: Hello\nruntime: lua\nhandler: h.lua\n").rfind("wisp.yaml: name: ", 0),
+            0u);
+  EXPECT_EQ(ParseError("name: hello\nhandler: h.lua\n"),
+            "wisp.yaml: runtime: is required (e.g. runtime: lua)");
+}
+
+TEST(ManifestTest, HandlerForms) {
+  for (const char* handler : {"./handler.lua:handle", "handler.lua:handle", "handler.lua"}) {
+    std::vector<FunctionSpec> specs =
+        ParseOk(std::string("name: a\nruntime: lua\nhandler: ") + handler + "\n");
+    ASSERT_EQ(specs.size(), 1u) << handler;
+    EXPECT_EQ(specs[0].handler_file, "handler.lua") << handler;
+    EXPECT_EQ(specs[0].handler_entry, "handle") << handler;
+  }
+  std::vector<FunctionSpec> specs = ParseOk("name: a\nruntime: lua\nhandler: lib/x.lua:run_1\n");
+  ASSERT_EQ(specs.size(), 1u);
+  EXPECT_EQ(specs[0].handler_file, "lib/x.lua");
+  EXPECT_EQ(specs[0].handler_entry, "run_1");
+}
+
+TEST(ManifestTest, LoneScaleMinRaisesDefaultMax) {
+  std::vector<FunctionSpec> specs =
+      ParseOk("name: a\nruntime: lua\nhandler: h.lua\nscale: { min: 10 }\n");
+  ASSERT_EQ(specs.size(), 1u);
+  EXPECT_EQ(specs[0].scale_min, 10);
+  EXPECT_EQ(specs[0].scale_max, 10);
+}
+
+TEST(ManifestTest, LimitsAtTheirBounds) {
+  std::vector<FunctionSpec> specs = ParseOk(
+      "name: a\nruntime: lua\nhandler: h.lua\nlimits: { memory: 1Mi, timeout: 1ms }\n"
+      "concurrency: { max: 1024 }\nscale: { min: 1000, max: 1000 }\n");
+  ASSERT_EQ(specs.size(), 1u);
+  EXPECT_EQ(specs[0].limits.memory_bytes, 1u << 20);
+  EXPECT_EQ(specs[0].limits.timeout, milliseconds(1));
+  specs = ParseOk("name: a\nruntime: lua\nhandler: h.lua\nlimits: { memory: 4Gi, timeout: 15m }\n");
+  ASSERT_EQ(specs.size(), 1u);
+  EXPECT_EQ(specs[0].limits.memory_bytes, 4ull << 30);
+  EXPECT_EQ(specs[0].limits.timeout, milliseconds(15 * 60 * 1000));
+}
+
+TEST(ManifestTest, EmptyCollectionsAreAccepted) {
+  ParseOk(
+      "name: a\nruntime: lua\nhandler: h.lua\nenvironment:\nlabels: {}\nsecrets: []\n"
+      "triggers: []\n");
+}
+
+// One bad value per row: the error must name the field, in the documented form.
+struct BadField {
+  const char* key;    // set (or replaced) in an otherwise valid function
+  const char* value;  // YAML text
+  const char* path;   // expected field path after "functions.f."
+};
+
+class BadFieldTest : public testing::TestWithParam<BadField> {};
+
+TEST_P(BadFieldTest, ErrorNamesTheField) {
+  const BadField& c = GetParam();
+  std::string runtime = "lua";
+  std::string handler = "./handler.lua:handle";
+  std::string extra;
+  if (std::string(c.key) == "runtime") {
+    runtime = c.value;
+  } else if (std::string(c.key) == "handler") {
+    handler = c.value;
+  } else {
+    extra = std::string("    ") + c.key + ": " + c.value + "\n";
+  }
+  std::string yaml = "version: 1\nfunctions:\n  f:\n    runtime: " + runtime +
+                     "\n    handler: " + handler + "\n" + extra;
+  std::string message = ParseError(yaml);
+  std::string prefix = std::string("wisp.yaml: functions.f.") + c.path + ": ";
+  EXPECT_EQ(message.rfind(prefix, 0), 0u) << "got: " << message << "\nwant prefix: " << prefix;
+  EXPECT_GT(message.size(), prefix.size()) << "no problem stated";
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    EveryField, BadFieldTest,
+    testing::Values(
+        BadField{"runtime", "'Lua!'", "runtime"}, BadField{"runtime", "[lua]", "runtime"},
+        BadField{"runtime", "''", "runtime"}, BadField{"runtime", "", "runtime"},
+        BadField{"handler", "../x.lua:handle", "handler"},
+        BadField{"handler", "/abs.lua", "handler"}, BadField{"handler", "a//b.lua", "handler"},
+        BadField{"handler", ".hidden.lua", "handler"},
+        BadField{"handler", "'handler.lua:'", "handler"},
+        BadField{"handler", "handler.lua:1st", "handler"},
+        BadField{"handler", "handler.lua:a.b", "handler"},
+        BadField{"handler", "{file: x}", "handler"}, BadField{"version", "''", "version"},
+        BadField{"version", "[1]", "version"}, BadField{"description", "{a: b}", "description"},
+        BadField{"environment", "[A]", "environment"},
+        BadField{"environment", "{1BAD: x}", "environment.1BAD"},
+        BadField{"environment", "{BAD-NAME: x}", "environment.BAD-NAME"},
+        BadField{"environment", "{A: [1]}", "environment.A"},
+        BadField{"environment", "{A: }", "environment.A"},
+        BadField{"environment", "{A: 1, A: 2}", "environment.A"}, BadField{"labels", "x", "labels"},
+        BadField{"labels", "{-bad: x}", "labels.-bad"},
+        BadField{"labels", "{a: {b: c}}", "labels.a"}, BadField{"limits", "7", "limits"},
+        BadField{"limits", "{memory: 32Q}", "limits.memory"},
+        BadField{"limits", "{memory: 512Ki}", "limits.memory"},
+        BadField{"limits", "{memory: 5Gi}", "limits.memory"},
+        BadField{"limits", "{memory: lots}", "limits.memory"},
+        BadField{"limits", "{timeout: 0ms}", "limits.timeout"},
+        BadField{"limits", "{timeout: 16m}", "limits.timeout"},
+        BadField{"limits", "{timeout: soon}", "limits.timeout"},
+        BadField{"limits", "{timeout: 2d}", "limits.timeout"},
+        BadField{"limits", "{cpu: 1}", "limits.cpu"}, BadField{"concurrency", "4", "concurrency"},
+        BadField{"concurrency", "{max: 0}", "concurrency.max"},
+        BadField{"concurrency", "{max: 1025}", "concurrency.max"},
+        BadField{"concurrency", "{max: two}", "concurrency.max"},
+        BadField{"concurrency", "{max: 1.5}", "concurrency.max"},
+        BadField{"concurrency", "{max: 99999999999999999999}", "concurrency.max"},
+        BadField{"concurrency", "{target: 0}", "concurrency.target"},
+        BadField{"concurrency", "{max: 2, target: 3}", "concurrency.target"},
+        BadField{"concurrency", "{burst: 1}", "concurrency.burst"},
+        BadField{"scale", "[1, 2]", "scale"}, BadField{"scale", "{min: -1}", "scale.min"},
+        BadField{"scale", "{min: 1001}", "scale.min"}, BadField{"scale", "{max: 0}", "scale.max"},
+        BadField{"scale", "{min: 5, max: 2}", "scale.min"},
+        BadField{"scale", "{mx: 2}", "scale.mx"}, BadField{"auth", "private", "auth"},
+        BadField{"auth", "", "auth"}, BadField{"secrets", "plant-token", "secrets"},
+        BadField{"secrets", "[Bad_Name]", "secrets[0]"},
+        BadField{"secrets", "[a, b, a]", "secrets[2]"}, BadField{"secrets", "[[a]]", "secrets[0]"},
+        BadField{"triggers", "{http: {}}", "triggers"},
+        BadField{"triggers", "[{smtp: {}}]", "triggers[0]"},
+        BadField{"triggers", "[{http: {}}, {http: {}, mqtt: {}}]", "triggers[1]"},
+        BadField{"triggers", "[http]", "triggers[0]"},
+        BadField{"triggers", "[{http: 5}]", "triggers[0].http"},
+        BadField{"timeout", "2s", "timeout"}, BadField{"runtime_version", "1", "runtime_version"}));
+
+TEST(ManifestTest, ExampleErrorMessage) {
+  EXPECT_EQ(ParseError("version: 1\nfunctions:\n  pump-alert:\n    runtime: lua\n"
+                       "    handler: h.lua\n    limits: { memory: 32Q }\n"),
+            "wisp.yaml: functions.pump-alert.limits.memory: '32Q' has an unknown size unit 'Q' "
+            "(use Ki, Mi, Gi, kB, MB or GB)");
+}
+
+TEST(ManifestTest, SourceNameIsUsed) {
+  std::string message =
+      ParseError("name: a\nruntime: lua\nhandler: h.lua\nauth: nope\n", "fn/wisp.yaml");
+  EXPECT_EQ(message.rfind("fn/wisp.yaml: auth: ", 0), 0u) << message;
+}
+
+TEST(ManifestTest, MissingRequiredKeys) {
+  EXPECT_EQ(ParseError("functions:\n  f:\n    handler: h.lua\n"),
+            "wisp.yaml: functions.f.runtime: is required (e.g. runtime: lua)");
+  EXPECT_EQ(ParseError("functions:\n  f:\n    runtime: lua\n"),
+            "wisp.yaml: functions.f.handler: is required (e.g. handler: ./handler.lua:handle)");
+}
+
+TEST(ManifestTest, UnknownKeySuggestsTheNearOne) {
+  std::string message = ParseError(
+      "functions:\n  f:\n    runtime: lua\n    handler: h.lua\n"
+      "    limits: { timout: 2s }\n");
+  EXPECT_EQ(message.rfind("wisp.yaml: functions.f.limits.timout: unknown key; did you mean "
+                          "'timeout'?",
+                          0),
+            0u)
+      << message;
+  message =
+      ParseError("functions:\n  f:\n    runtime: lua\n    handler: h.lua\n    enviroment: {}\n");
+  EXPECT_NE(message.find("did you mean 'environment'"), std::string::npos) << message;
+}
+
+TEST(ManifestTest, UnknownTopLevelKey) {
+  std::string message =
+      ParseError("version: 1\nprovider: openfaas\nfunctions:\n  f: {runtime: lua, handler: h}\n");
+  EXPECT_EQ(message.rfind("wisp.yaml: provider: unknown key", 0), 0u) << message;
+}
+
+TEST(ManifestTest, UnsupportedManifestVersion) {
+  std::string message = ParseError("version: 2\nfunctions:\n  f: {runtime: lua, handler: h}\n");
+  EXPECT_EQ(message.rfind("wisp.yaml: version: ", 0), 0u) << message;
+  ParseOk("version: '1.0'\nfunctions:\n  f: {runtime: lua, handler: h}\n");
+}
+
+TEST(ManifestTest, YamlSyntaxErrorHasLineAndColumn) {
+  std::string message =
+      ParseError("version: 1\nfunctions:\n  f:\n    runtime: lua\n   handler: h.lua\n");
+  EXPECT_EQ(message.rfind("wisp.yaml: line 5, column 4: ", 0), 0u) << message;
+  message = ParseError("functions:\n  f: [1, 2\n");
+  EXPECT_EQ(message.rfind("wisp.yaml: line 3, column 1: ", 0), 0u) << message;
+}
+
+TEST(ManifestTest, BadFunctionNames) {
+  for (const char* name : {"Pump", "pump_alert", "-pump", "pump-", "p.q", "\"\""}) {
+    std::string message =
+        ParseError(std::string("functions:\n  ") + name + ": {runtime: lua, handler: h.lua}\n");
+    EXPECT_NE(message.find("is not a valid function name"), std::string::npos) << message;
+  }
+  EXPECT_NE(ParseError("name: 'a b'\nruntime: lua\nhandler: h.lua\n").find("not a valid function"),
+            std::string::npos);
+}
+
+TEST(ManifestTest, IsValidFunctionName) {
+  for (const std::string& name :
+       std::vector<std::string>{"a", "0", "pump-alert", "a-b-c", "x1", std::string(63, 'a')}) {
+    EXPECT_TRUE(IsValidFunctionName(name)) << name;
+  }
+  for (const std::string& name :
+       std::vector<std::string>{"", "A", "-a", "a-", "a_b", "a.b", "a b", "é", std::string(64, 'a'),
+                                std::string("a\0b", 3)}) {
+    EXPECT_FALSE(IsValidFunctionName(name)) << name;
+  }
+}
+
+TEST(ManifestTest, NoFunctions) {
+  for (const char* yaml : {"", "   \n", "# only a comment\n", "version: 1\n", "functions:\n",
+                           "functions: {}\n", "hello\n", "[1, 2]\n", "functions: [a]\n"}) {
+    std::string message = ParseError(yaml);
+    EXPECT_EQ(message.rfind("wisp.yaml: ", 0), 0u) << message;
+  }
+}
+
+TEST(ManifestTest, DuplicateFunctionName) {
+  std::string message = ParseError(
+      "functions:\n  f: {runtime: lua, handler: h.lua}\n  f: {runtime: lua, handler: g.lua}\n");
+  EXPECT_EQ(message, "wisp.yaml: functions.f: appears twice");
+}
+
+TEST(ManifestTest, SecondDocumentIsRefused) {
+  std::string message = ParseError("name: a\nruntime: lua\nhandler: h.lua\n---\nname: b\n");
+  EXPECT_NE(message.find("more than one YAML document"), std::string::npos) << message;
+}
+
+TEST(ManifestTest, AliasesAreResolved) {
+  std::vector<FunctionSpec> specs =
+      ParseOk("functions:\n  a: &base {runtime: lua, handler: h.lua}\n  b: *base\n");
+  ASSERT_EQ(specs.size(), 2u);
+  EXPECT_EQ(specs[1].name, "b");
+  EXPECT_EQ(specs[1].handler_file, "h.lua");
+}
+
+TEST(ManifestTest, HostileInputIsAnErrorNotACrash) {
+  EXPECT_NE(ParseError(std::string(100000, '[')).find("nested too deeply"), std::string::npos);
+  std::string deep_block;
+  for (int i = 0; i < 800; ++i) deep_block += std::string(i, ' ') + "a:\n";
+  ParseError(deep_block);
+  std::string too_big = "name: a\nruntime: lua\nhandler: h.lua\ndescription: \"";
+  too_big += std::string(1 << 20, 'x') + "\"\n";
+  EXPECT_NE(ParseError(too_big).find("the limit is 1Mi"), std::string::npos);
+  ParseError(std::string("\0\xff\xfe{[:\t\"", 9));
+  ParseError("*undefined_alias\n");
+  ParseError(",\"\xdd,@H");  // made YAML::LoadAll loop forever (fuzz/manifest_fuzz)
+  ParseError("functions:\n  ? [complex, key]\n  : {runtime: lua}\n");
+}
+
+TEST(ManifestTest, AliasBombIsRefused) {
+  // One 20 KB environment referenced by 40000 functions would be 800 MB of copies.
+  std::string yaml =
+      "functions:\n  f0: &f\n    runtime: lua\n    handler: h.lua\n"
+      "    environment:\n";
+  for (int i = 0; i < 1000; ++i) yaml += "      V" + std::to_string(i) + ": xxxxxxxxxxxx\n";
+  for (int i = 1; i < 40000; ++i) yaml += "  f" + std::to_string(i) + ": *f\n";
+  ASSERT_LT(yaml.size(), 1u << 20);
+  EXPECT_NE(ParseError(yaml).find("expands to too much data"), std::string::npos);
+}
+
+TEST(ManifestTest, ErrorsEscapeControlCharacters) {
+  std::string message = ParseError("name: a\nruntime: lua\nhandler: h.lua\nauth: \"x\\ny\"\n");
+  EXPECT_EQ(message.find('\n'), std::string::npos) << message;
+  EXPECT_NE(message.find("'x\\x0ay'"), std::string::npos) << message;
+}
+
+#ifdef WISP_SOURCE_DIR
+// The shipped examples and the docs' example must stay valid as the parser evolves.
+TEST(ManifestTest, ExamplesParse) {
+  namespace fs = std::filesystem;
+  fs::path examples = fs::path(WISP_SOURCE_DIR) / "examples";
+  if (!fs::is_directory(examples)) GTEST_SKIP() << "no examples directory";
+  for (const fs::directory_entry& dir : fs::directory_iterator(examples)) {
+    fs::path manifest = dir.path() / "wisp.yaml";
+    if (!fs::exists(manifest)) continue;
+    std::ifstream in(manifest, std::ios::binary);
+    std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    Result<std::vector<FunctionSpec>> specs = ParseManifest(text, manifest.string());
+    EXPECT_TRUE(specs.ok()) << specs.status().ToString();
+  }
+}
+#endif
+
+}  // namespace
+}  // namespace wisp
