@@ -107,7 +107,9 @@ class Shard final : public HttpHandler {
 
   const int index_;
   NodeServices& services_;
-  boost::asio::io_context io_{1};
+  // One thread does all I/O of this context, so the reactor needs no locks; posts from other
+  // threads (Prewarm, Drain) still go through the scheduler's lock, which stays on.
+  boost::asio::io_context io_{BOOST_ASIO_CONCURRENCY_HINT_UNSAFE_IO};
   std::unique_ptr<HttpListener> listener_;
   StateStorePtr state_;
   Host host_{*this};
