@@ -7,6 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 start_all=$SECONDS
+summary_dir=$(mktemp -d)
 stage=""
 stage_start=$SECONDS
 passed=()
@@ -38,13 +39,13 @@ end
 begin release
 cmake --preset release
 cmake --build --preset release
-ctest --preset release
+ctest --preset release | tee "$summary_dir/release.log"
 end
 
 begin asan
 cmake --preset asan
 cmake --build --preset asan --target wisp_unit_tests
-ctest --preset asan
+ctest --preset asan | tee "$summary_dir/asan.log"
 end
 
 begin fuzz
@@ -64,4 +65,9 @@ echo "checking ${#sources[@]} files"
 clang-format --dry-run --Werror "${sources[@]}"
 end
 
+# One plain closing line with the test counts of both ctest runs.
+total=$(grep -ho 'out of [0-9]*' "$summary_dir"/*.log | awk '{n += $3} END {print n + 0}')
+failed=$(grep -ho '[0-9]* tests failed' "$summary_dir"/*.log | awk '{n += $1} END {print n + 0}')
+rm -rf "$summary_dir"
 printf '\ntest.sh: all passed in %ds (%s)\n' $((SECONDS - start_all)) "$(IFS=,; echo "${passed[*]}" | sed 's/,/, /g')"
+printf 'tests: %d passed, %d failed\n' $((total - failed)) "$failed"
