@@ -4,6 +4,7 @@
 // out, and every path is checked before anything could use it to name a file on disk.
 
 #include "wisp/bundle.h"
+#include "common/quote.h"
 
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -34,22 +35,7 @@ constexpr std::size_t kMaxPathLength = 255;
 constexpr std::size_t kMaxDepth = 16;
 constexpr std::string_view kManifestName = "wisp.yaml";
 
-// Shown in errors: quoted, shortened, control bytes escaped (the path came from the network).
-std::string QuotePath(std::string_view s) {
-  constexpr std::size_t kMaxShown = 80;
-  std::string out = "'";
-  for (std::size_t i = 0; i < s.size() && i < kMaxShown; ++i) {
-    auto u = static_cast<unsigned char>(s[i]);
-    if (u < 0x20 || u >= 0x7f || u == '\\') {
-      out += fmt::format("\\x{:02x}", u);
-    } else {
-      out += s[i];
-    }
-  }
-  if (s.size() > kMaxShown) out += "...";
-  out += "'";
-  return out;
-}
+std::string QuotePath(std::string_view s) { return QuoteUntrusted(s, 80); }
 
 Status BadPath(std::string_view path) {
   return InvalidArgument(

@@ -25,6 +25,7 @@
 #include <yaml-cpp/eventhandler.h>
 #include <yaml-cpp/yaml.h>
 
+#include "common/quote.h"
 #include "wisp/bundle.h"
 #include "wisp/function_spec.h"
 #include "wisp/units.h"
@@ -100,23 +101,7 @@ bool HasControlChars(std::string_view s) {
   });
 }
 
-// A user's value inside an error message: quoted, shortened, control bytes escaped, so that a
-// hostile manifest cannot forge log lines or flood a reply.
-std::string Quote(std::string_view s) {
-  constexpr std::size_t kMaxShown = 64;
-  std::string out = "'";
-  for (std::size_t i = 0; i < s.size() && i < kMaxShown; ++i) {
-    auto u = static_cast<unsigned char>(s[i]);
-    if (u < 0x20 || u == 0x7f || u == '\\') {
-      out += fmt::format("\\x{:02x}", u);
-    } else {
-      out += s[i];
-    }
-  }
-  if (s.size() > kMaxShown) out += "...";
-  out += "'";
-  return out;
-}
+std::string Quote(std::string_view s) { return QuoteUntrusted(s, 64); }
 
 std::string JoinKeys(std::span<const std::string_view> keys) {
   std::string out;
