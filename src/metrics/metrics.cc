@@ -53,6 +53,12 @@ void MetricsRegistry::RemoveFunction(const std::string& name) {
 
 namespace {
 
+constexpr auto kRelaxed = std::memory_order_relaxed;
+
+void Family(std::string& out, std::string_view name, std::string_view type, std::string_view help) {
+  fmt::format_to(std::back_inserter(out), "# HELP {} {}\n# TYPE {} {}\n", name, help, name, type);
+}
+
 // Label values here are function names (validated DNS labels) and closed sets, so they need no
 // escaping; keep it that way rather than escaping on every scrape.
 void RenderHistogram(std::string& out, std::string_view metric, const std::string& labels,
@@ -132,17 +138,19 @@ std::string MetricsRegistry::RenderPrometheus(std::string_view version,
                  accepted, open);
 
   if (functions.empty()) return out;
-  const int shards = shards_;
 
-  out +=
-      "# HELP wisp_function_invocations_total Function invocations, by outcome.\n"
-      "# TYPE wisp_function_invocations_total counter\n";
+  const int shards = shards_;
+  auto sum = [shards](const FunctionMetrics& fm, auto pick) {
+    decltype(pick(fm.shard(0))) total{};
+    for (int s = 0; s < shards; ++s) total += pick(fm.shard(s));
+    return total;
+  };
+  using M = const FunctionShardMetrics&;
+
+  Family(out, "wisp_function_invocations_total", "counter", "Function invocations, by outcome.");
   for (const auto& fm : functions) {
-    std::uint64_t ok = 0, err = 0;
-    for (int s = 0; s < shards; ++s) {
-      ok += fm->shard(s).invocations_ok.Get();
-      err += fm->shard(s).invocations_error.Get();
-    }
+    const auto ok = sum(*fm, [](M m) { return m.invocations_ok.Get(); });
+    const auto err = sum(*fm, [](M m) { return m.invocations_error.Get(); });
     for (auto [status, n] : {std::pair{"success", ok}, std::pair{"error", err}}) {
       fmt::format_to(it,
                      "wisp_function_invocations_total{{function=\"{}\",runtime=\"{}\","
@@ -150,65 +158,42 @@ std::string MetricsRegistry::RenderPrometheus(std::string_view version,
                      fm->name(), fm->runtime(), status, n);
     }
   }
-  out +=
-      "# HELP wisp_function_errors_total Failed invocations, by error kind.\n"
-      "# TYPE wisp_function_errors_total counter\n";
+  Family(out, "wisp_function_errors_total", "counter", "Failed invocations, by error kind.");
   for (const auto& fm : functions) {
     for (std::size_t k = 1; k < kStatusCodeCount; ++k) {
-      std::uint64_t n = 0;
-      for (int s = 0; s < shards; ++s) n += fm->shard(s).errors_by_kind[k].Get();
+      const auto n = sum(*fm, [k](M m) { return m.errors_by_kind[k].Get(); });
       if (n == 0) continue;
       fmt::format_to(it, "wisp_function_errors_total{{function=\"{}\",kind=\"{}\"}} {}\n",
                      fm->name(), StatusCodeName(static_cast<StatusCode>(k)), n);
     }
   }
-  out +=
-      "# HELP wisp_function_timeouts_total Invocations stopped at their timeout.\n"
-      "# TYPE wisp_function_timeouts_total counter\n";
+  constexpr auto kTimeout = static_cast<std::size_t>(StatusCode::kDeadlineExceeded);
+  Family(out, "wisp_function_timeouts_total", "counter", "Invocations stopped at their timeout.");
   for (const auto& fm : functions) {
-    std::uint64_t n = 0;
-    for (int s = 0; s < shards; ++s) {
-      n += fm->shard(s)
-               .errors_by_kind[static_cast<std::size_t>(StatusCode::kDeadlineExceeded)]
-               .Get();
-    }
-    fmt::format_to(it, "wisp_function_timeouts_total{{function=\"{}\"}} {}\n", fm->name(), n);
+    fmt::format_to(it, "wisp_function_timeouts_total{{function=\"{}\"}} {}\n", fm->name(),
+                   sum(*fm, [](M m) { return m.errors_by_kind[kTimeout].Get(); }));
   }
-  out +=
-      "# HELP wisp_function_cold_starts_total Instances created (cold starts).\n"
-      "# TYPE wisp_function_cold_starts_total counter\n";
+  Family(out, "wisp_function_cold_starts_total", "counter", "Instances created (cold starts).");
   for (const auto& fm : functions) {
-    std::uint64_t n = 0;
-    for (int s = 0; s < shards; ++s) n += fm->shard(s).cold_starts.Get();
     fmt::format_to(it, "wisp_function_cold_starts_total{{function=\"{}\",runtime=\"{}\"}} {}\n",
-                   fm->name(), fm->runtime(), n);
+                   fm->name(), fm->runtime(), sum(*fm, [](M m) { return m.cold_starts.Get(); }));
   }
-  out +=
-      "# HELP wisp_function_emits_total Actions emitted by handlers.\n"
-      "# TYPE wisp_function_emits_total counter\n";
+  Family(out, "wisp_function_emits_total", "counter", "Actions emitted by handlers.");
   for (const auto& fm : functions) {
-    std::uint64_t n = 0;
-    for (int s = 0; s < shards; ++s) n += fm->shard(s).emits.Get();
-    fmt::format_to(it, "wisp_function_emits_total{{function=\"{}\"}} {}\n", fm->name(), n);
+    fmt::format_to(it, "wisp_function_emits_total{{function=\"{}\"}} {}\n", fm->name(),
+                   sum(*fm, [](M m) { return m.emits.Get(); }));
   }
-  out +=
-      "# HELP wisp_function_instances Warm instances, idle or busy.\n"
-      "# TYPE wisp_function_instances gauge\n";
+  Family(out, "wisp_function_instances", "gauge", "Warm instances, idle or busy.");
   for (const auto& fm : functions) {
     fmt::format_to(it, "wisp_function_instances{{function=\"{}\",runtime=\"{}\"}} {}\n", fm->name(),
-                   fm->runtime(), fm->Sum().instances);
+                   fm->runtime(), sum(*fm, [](M m) { return m.instances.load(kRelaxed); }));
   }
-  out +=
-      "# HELP wisp_function_in_flight Invocations running now.\n"
-      "# TYPE wisp_function_in_flight gauge\n";
+  Family(out, "wisp_function_in_flight", "gauge", "Invocations running now.");
   for (const auto& fm : functions) {
-    std::int64_t n = 0;
-    for (int s = 0; s < shards; ++s) n += fm->shard(s).in_flight.load(std::memory_order_relaxed);
-    fmt::format_to(it, "wisp_function_in_flight{{function=\"{}\"}} {}\n", fm->name(), n);
+    fmt::format_to(it, "wisp_function_in_flight{{function=\"{}\"}} {}\n", fm->name(),
+                   sum(*fm, [](M m) { return m.in_flight.load(kRelaxed); }));
   }
-  out +=
-      "# HELP wisp_function_duration_seconds Handler run time.\n"
-      "# TYPE wisp_function_duration_seconds histogram\n";
+  Family(out, "wisp_function_duration_seconds", "histogram", "Handler run time.");
   for (const auto& fm : functions) {
     RenderHistogram(
         out, "wisp_function_duration_seconds",
@@ -216,9 +201,7 @@ std::string MetricsRegistry::RenderPrometheus(std::string_view version,
         *fm, shards,
         [](const FunctionShardMetrics& m) -> const ShardHistogram& { return m.duration; });
   }
-  out +=
-      "# HELP wisp_function_cold_start_seconds Time to create an instance.\n"
-      "# TYPE wisp_function_cold_start_seconds histogram\n";
+  Family(out, "wisp_function_cold_start_seconds", "histogram", "Time to create an instance.");
   for (const auto& fm : functions) {
     RenderHistogram(out, "wisp_function_cold_start_seconds",
                     fmt::format("function=\"{}\",runtime=\"{}\"", fm->name(), fm->runtime()), *fm,

@@ -86,6 +86,10 @@ bool IsSafeHeader(std::string_view name, std::string_view value) {
   return value.find_first_of("\r\n") == std::string_view::npos;
 }
 
+Status NoSuchFunction(std::string_view name) {
+  return NotFound(fmt::format("no function named '{}' (see `wisp ls`)", name));
+}
+
 }  // namespace
 
 std::uint64_t Shard::BodyLimit(const HttpRequestHead& head) const {
@@ -155,8 +159,7 @@ void Shard::Handle(HttpRequest& request, HttpResponse& response) {
 void Shard::HandleInvoke(const Route& route, HttpRequest& request, HttpResponse& response) {
   ShardFunction* sf = FindFunction(route.name);
   if (sf == nullptr) {
-    return SetErrorResponse(
-        NotFound(fmt::format("no function named '{}' (see `wisp ls`)", route.name)), response);
+    return SetErrorResponse(NoSuchFunction(route.name), response);
   }
   const FunctionSpec& spec = *sf->fn->spec;
   if (spec.auth == AuthMode::kToken && !Authorized(request)) {
@@ -260,8 +263,7 @@ void Shard::HandleList(HttpResponse& response) {
 void Shard::HandleDescribe(const Route& route, HttpResponse& response) {
   auto fn = services_.catalog->Find(route.name);
   if (!fn) {
-    return SetErrorResponse(
-        NotFound(fmt::format("no function named '{}' (see `wisp ls`)", route.name)), response);
+    return SetErrorResponse(NoSuchFunction(route.name), response);
   }
   const FunctionSpec& spec = *fn->spec;
   json body = Summary(*fn);
@@ -291,8 +293,7 @@ void Shard::HandleDelete(const Route& route, HttpResponse& response) {
 void Shard::HandleLogs(const Route& route, HttpResponse& response) {
   auto fn = services_.catalog->Find(route.name);
   if (!fn) {
-    return SetErrorResponse(
-        NotFound(fmt::format("no function named '{}' (see `wisp ls`)", route.name)), response);
+    return SetErrorResponse(NoSuchFunction(route.name), response);
   }
   std::size_t tail = 100;
   if (std::string_view text = QueryParam(route.query, "tail"); !text.empty()) {

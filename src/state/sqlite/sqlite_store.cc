@@ -1,4 +1,5 @@
 #include "state/sqlite/sqlite_store.h"
+#include "common/quote.h"
 
 #include <sqlite3.h>
 
@@ -16,6 +17,8 @@
 #include <utility>
 
 #include <fmt/format.h>
+
+#include "common/quote.h"
 
 namespace wisp {
 namespace {
@@ -47,22 +50,7 @@ std::int64_t NowMs() {
       .count();
 }
 
-// Keys are arbitrary bytes; errors show them escaped and shortened.
-std::string QuoteKey(std::string_view key) {
-  constexpr std::size_t kMaxShown = 64;
-  std::string out = "'";
-  for (std::size_t i = 0; i < key.size() && i < kMaxShown; ++i) {
-    auto u = static_cast<unsigned char>(key[i]);
-    if (u < 0x20 || u >= 0x7f || u == '\\' || u == '\'') {
-      out += fmt::format("\\x{:02x}", u);
-    } else {
-      out += key[i];
-    }
-  }
-  if (key.size() > kMaxShown) out += "...";
-  out += "'";
-  return out;
-}
+std::string QuoteKey(std::string_view key) { return QuoteUntrusted(key); }
 
 // Strict decimal int64: optional '-', digits, nothing else (no spaces, no '+', no fraction).
 std::optional<std::int64_t> ParseInt64(std::string_view text) {
