@@ -1,5 +1,4 @@
 #include "state/sqlite/sqlite_store.h"
-#include "common/quote.h"
 
 #include <sqlite3.h>
 
