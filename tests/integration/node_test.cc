@@ -107,6 +107,18 @@ TEST_F(NodeTest, ExamplesDeployInvokeAndSurviveRestart) {
   EXPECT_EQ(node_->Stop(SIGINT), 0);
 }
 
+// An increment the caller saw acknowledged survives the node being killed outright.
+TEST_F(NodeTest, AcknowledgedStateSurvivesKill9) {
+  StartNode();
+  Deploy(SourceDir() + "/examples/counter");
+  for (int expected = 1; expected <= 3; ++expected) {
+    EXPECT_EQ(json::parse(Invoke("counter").body)["count"], expected);
+  }
+  EXPECT_EQ(node_->Stop(SIGKILL), 128 + SIGKILL);
+  StartNode();
+  EXPECT_EQ(json::parse(Invoke("counter").body)["count"], 4);
+}
+
 TEST_F(NodeTest, CliVerbs) {
   StartNode();
   Deploy(SourceDir() + "/examples/hello");
