@@ -71,14 +71,20 @@ void SetErrorResponse(const Status& status, HttpResponse& response, int http_sta
 
 class HttpSession : public std::enable_shared_from_this<HttpSession> {
  public:
-  HttpSession(Socket socket, HttpListener& owner) : stream_(std::move(socket)), owner_(owner) {
-    owner_.sessions_.insert(this);
-    owner_.metrics_.connections_open.fetch_add(1, std::memory_order_relaxed);
+  HttpSession(Socket socket, HttpListener& owner) : stream_(std::move(socket)), owner_(&owner) {
+    owner_->sessions_.insert(this);
+    owner_->metrics_.connections_open.fetch_add(1, std::memory_order_relaxed);
   }
   ~HttpSession() {
-    owner_.sessions_.erase(this);
-    owner_.metrics_.connections_open.fetch_sub(1, std::memory_order_relaxed);
+    if (owner_ == nullptr) return;  // the listener went first (see Detach)
+    owner_->sessions_.erase(this);
+    owner_->metrics_.connections_open.fetch_sub(1, std::memory_order_relaxed);
   }
+
+  // The listener is being destroyed while this session still lives in a queued handler (the
+  // loop was stopped at the drain timeout): the session must not touch it afterwards. Its
+  // handlers never run again; they are only destroyed with the io_context.
+  void Detach() { owner_ = nullptr; }
 
   void Start() { WaitForRequest(); }
 
@@ -92,11 +98,11 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
   }
 
  private:
-  const HttpConfig& config() const { return owner_.config_; }
+  const HttpConfig& config() const { return owner_->config_; }
 
   void WaitForRequest() {
     idle_ = true;
-    if (owner_.draining_) return Close();
+    if (owner_->draining_) return Close();
     if (buffer_.size() > 0) return ReadHeader();  // a pipelined request is already here
     stream_.expires_after(config().idle_timeout);
     stream_.async_read_some(buffer_.prepare(4096),
@@ -120,26 +126,31 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
         [self = shared_from_this()](beast::error_code ec, std::size_t) { self->OnHeader(ec); });
   }
 
-  void OnHeader(beast::error_code ec) {
+  // A read of a request failed: reply when someone is still there to read it.
+  void OnReadError(beast::error_code ec) {
     // On a timeout the stream has already closed the socket: there is no one left to tell.
     if (ec == beast::error::timeout) return Close();
+    if (ec == http::error::end_of_stream || ec == asio::error::operation_aborted ||
+        ec == asio::error::connection_reset || ec == asio::error::eof ||
+        ec == http::error::partial_message) {
+      return Close();
+    }
     if (ec == http::error::body_limit) {
-      return SendError(ResourceExhausted("request body is over the node's largest body limit"),
-                       413);
+      return SendError(ResourceExhausted("request body is over this endpoint's limit"), 413);
     }
     if (ec == http::error::header_limit) {
       return SendError(ResourceExhausted(fmt::format("request head is larger than {} bytes",
                                                      config().max_header_bytes)),
                        431);
     }
-    if (ec == http::error::end_of_stream || ec == asio::error::operation_aborted ||
-        ec == asio::error::connection_reset || ec == asio::error::eof) {
-      return Close();
-    }
-    if (ec) return SendError(InvalidArgument("malformed HTTP request: " + ec.message()), 400);
+    SendError(InvalidArgument("malformed HTTP request: " + ec.message()), 400);
+  }
+
+  void OnHeader(beast::error_code ec) {
+    if (ec) return OnReadError(ec);
 
     const auto& head = parser_->get();
-    const std::uint64_t limit = owner_.handler_.BodyLimit(head.base());
+    const std::uint64_t limit = owner_->handler_.BodyLimit(head.base());
     if (auto length = parser_->content_length(); length && *length > limit) {
       return SendError(ResourceExhausted(fmt::format(
                            "request body of {} bytes is over this endpoint's limit of {} bytes",
@@ -167,7 +178,7 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
                          return self->SendError(
                              ResourceExhausted("request body is over this endpoint's limit"), 413);
                        }
-                       if (ec) return self->Close();  // incl. timeout: the socket is closed
+                       if (ec) return self->OnReadError(ec);
                        self->Dispatch();
                      });
   }
@@ -177,8 +188,8 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
     head_request_ = request.method() == http::verb::head;
     response_ = {};
     response_.version(request.version());
-    owner_.handler_.Handle(request, response_);
-    Write(/*close=*/!request.keep_alive() || owner_.draining_);
+    owner_->handler_.Handle(request, response_);
+    Write(/*close=*/!request.keep_alive() || owner_->draining_);
   }
 
   // Replies with an error and closes: after a protocol error the stream position is unknown.
@@ -186,6 +197,7 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
     response_ = {};
     response_.version(11);
     head_request_ = false;
+    lingering_close_ = true;
     SetErrorResponse(status, response_, http_status);
     Write(/*close=*/true);
   }
@@ -194,7 +206,7 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
   // write): Beast's generic serializer cost more than the rest of a no-op invoke's user time.
   void Write(bool close) {
     const unsigned code = response_.result_int();
-    owner_.metrics_.responses_by_class[code / 100 < 6 ? code / 100 : 0].Add();
+    owner_->metrics_.responses_by_class[code / 100 < 6 ? code / 100 : 0].Add();
     // 1xx, 204 and 304 carry no body and no Content-Length (RFC 9110 8.6).
     const bool bodyless_status = code < 200 || code == 204 || code == 304;
     std::string_view body = bodyless_status ? std::string_view() : response_.body();
@@ -230,9 +242,31 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
     stream_.expires_after(config().body_timeout);
     asio::async_write(stream_, buffers,
                       [self = shared_from_this(), close](beast::error_code ec, std::size_t) {
-                        if (ec || close) return self->Close();
+                        if (ec) return self->Close();
+                        if (close)
+                          return self->lingering_close_ ? self->LingeringClose() : self->Close();
                         self->WaitForRequest();
                       });
+  }
+
+  // After an error reply the client may still be sending a body we refused; closing with
+  // unread bytes makes the kernel send RST, which can destroy the reply before the client reads
+  // it. So stop sending, read and discard for a short while, then close.
+  void LingeringClose() {
+    if (!linger_buffer_) {
+      beast::error_code ec;
+      stream_.socket().shutdown(Socket::shutdown_send, ec);
+      if (ec) return Close();
+      linger_buffer_ = std::make_unique<std::array<char, 4096>>();
+    }
+    if (discarded_ > kMaxLingerBytes) return Close();
+    stream_.expires_after(std::chrono::seconds(1));
+    stream_.async_read_some(asio::buffer(*linger_buffer_),
+                            [self = shared_from_this()](beast::error_code ec, std::size_t n) {
+                              self->discarded_ += n;
+                              if (ec) return self->Close();
+                              self->LingeringClose();
+                            });
   }
 
   void Close() {
@@ -247,7 +281,11 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
   HttpResponse response_;
   std::string head_;  // the serialised status line and headers, reused across requests
   bool head_request_ = false;
-  HttpListener& owner_;
+  bool lingering_close_ = false;
+  static constexpr std::size_t kMaxLingerBytes = 1 << 20;
+  std::size_t discarded_ = 0;
+  std::unique_ptr<std::array<char, 4096>> linger_buffer_;  // only while lingering
+  HttpListener* owner_;                                    // null once detached
   bool idle_ = true;
 };
 
@@ -255,7 +293,9 @@ HttpListener::HttpListener(asio::io_context& io, HttpHandler& handler, const Htt
                            HttpShardMetrics& metrics)
     : io_(io), handler_(handler), config_(config), metrics_(metrics), acceptor_(io) {}
 
-HttpListener::~HttpListener() = default;
+HttpListener::~HttpListener() {
+  for (HttpSession* session : sessions_) session->Detach();
+}
 
 Status HttpListener::Listen(const std::string& host, std::uint16_t port) {
   beast::error_code ec;

@@ -26,8 +26,9 @@ using nlohmann::json;
 namespace {
 
 std::string Rfc3339(std::chrono::system_clock::time_point t) {
-  const auto ms = std::chrono::time_point_cast<std::chrono::milliseconds>(t);
-  return fmt::format("{:%Y-%m-%dT%H:%M:%S}Z", ms);
+  const auto seconds = std::chrono::time_point_cast<std::chrono::seconds>(t);
+  const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(t - seconds).count();
+  return fmt::format("{:%Y-%m-%dT%H:%M:%S}.{:03}Z", seconds, ms);
 }
 
 void SetJson(HttpResponse& response, http::status status, const json& body) {
@@ -75,7 +76,8 @@ bool IsReservedHeader(std::string_view name) {
   return boost::beast::iequals(name, "content-length") ||
          boost::beast::iequals(name, "transfer-encoding") ||
          boost::beast::iequals(name, "connection") || boost::beast::iequals(name, "keep-alive") ||
-         boost::beast::iequals(name, "upgrade");
+         boost::beast::iequals(name, "upgrade") || boost::beast::iequals(name, "x-wisp-error") ||
+         boost::beast::iequals(name, "x-wisp-cold-start");
 }
 
 bool IsSafeHeader(std::string_view name, std::string_view value) {
@@ -94,14 +96,17 @@ Status NoSuchFunction(std::string_view name) {
 
 std::uint64_t Shard::BodyLimit(const HttpRequestHead& head) const {
   const Route route = RouteTarget(head.target());
-  if (route.kind == RouteKind::kFunctions && head.method() == http::verb::post) {
+  // Only a caller holding the token may send a deploy-sized body; anyone else is held to the
+  // invoke limit, so no stranger can make the node buffer megabytes before the 401.
+  if (route.kind == RouteKind::kFunctions && head.method() == http::verb::post &&
+      Authorized(head[http::field::authorization])) {
     return services_.config->http.max_deploy_body_bytes;
   }
   return services_.config->http.max_body_bytes;
 }
 
-bool Shard::Authorized(const HttpRequest& request) const {
-  const std::string_view token = BearerToken(request[http::field::authorization]);
+bool Shard::Authorized(std::string_view authorization) const {
+  const std::string_view token = BearerToken(authorization);
   const std::string& expected = services_.token;
   return token.size() == expected.size() && !expected.empty() &&
          CRYPTO_memcmp(token.data(), expected.data(), expected.size()) == 0;
@@ -133,7 +138,7 @@ void Shard::Handle(HttpRequest& request, HttpResponse& response) {
       break;
   }
   // Everything below is the control API: the node token is required.
-  if (!Authorized(request)) {
+  if (!Authorized(request[http::field::authorization])) {
     return SetErrorResponse(
         Unauthenticated("the control API needs 'Authorization: Bearer <token>' with the node's "
                         "token (`wisp token` prints it)"),
@@ -162,7 +167,7 @@ void Shard::HandleInvoke(const Route& route, HttpRequest& request, HttpResponse&
     return SetErrorResponse(NoSuchFunction(route.name), response);
   }
   const FunctionSpec& spec = *sf->fn->spec;
-  if (spec.auth == AuthMode::kToken && !Authorized(request)) {
+  if (spec.auth == AuthMode::kToken && !Authorized(request[http::field::authorization])) {
     return SetErrorResponse(Unauthenticated(fmt::format(
                                 "function '{}' needs 'Authorization: Bearer <token>'", spec.name)),
                             response);
@@ -241,8 +246,13 @@ void Shard::HandleDeploy(HttpRequest& request, HttpResponse& response) {
                         "(use `wisp deploy DIR`)"),
         response, 415);
   }
-  auto bundle = DecodeBundle(request.body());
-  if (!bundle.ok()) return SetErrorResponse(bundle.status().WithContext("bad bundle"), response);
+  BundleLimits limits;
+  limits.max_total_bytes = services_.config->http.max_deploy_body_bytes;
+  auto bundle = DecodeBundle(request.body(), limits);
+  if (!bundle.ok()) {
+    const bool too_big = bundle.status().code() == StatusCode::kResourceExhausted;
+    return SetErrorResponse(bundle.status().WithContext("bad bundle"), response, too_big ? 413 : 0);
+  }
   auto deployed = services_.catalog->Deploy(*bundle);
   if (!deployed.ok()) return SetErrorResponse(deployed.status(), response);
   if (services_.prewarm_all) services_.prewarm_all();

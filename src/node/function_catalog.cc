@@ -1,5 +1,10 @@
 #include "node/function_catalog.h"
 
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cstring>
+
 #include <filesystem>
 #include <fstream>
 #include <random>
@@ -23,6 +28,27 @@ Result<std::string> ReadFile(const fs::path& path) {
   std::stringstream text;
   text << in.rdbuf();
   return text.str();
+}
+
+// Writes and fsyncs a small file, so what a deploy acknowledged survives a power cut.
+Status WriteFileSynced(const fs::path& path, std::string_view contents) {
+  int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644);
+  if (fd < 0)
+    return IoError(fmt::format("cannot write {}: {}", path.string(), std::strerror(errno)));
+  const bool ok =
+      ::write(fd, contents.data(), contents.size()) == static_cast<ssize_t>(contents.size()) &&
+      ::fsync(fd) == 0;
+  ::close(fd);
+  return ok ? Status::Ok() : IoError(fmt::format("cannot write {}", path.string()));
+}
+
+// Makes renames inside `dir` durable.
+Status SyncDirectory(const fs::path& dir) {
+  int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return IoError(fmt::format("cannot open {}: {}", dir.string(), std::strerror(errno)));
+  const int rc = ::fsync(fd);
+  ::close(fd);
+  return rc == 0 ? Status::Ok() : IoError(fmt::format("cannot sync {}", dir.string()));
 }
 
 std::string RandomSuffix() {
@@ -155,66 +181,100 @@ Result<std::vector<DeployedFunctionPtr>> FunctionCatalog::Deploy(const Bundle& b
 
   // Stage the files once and prove every function loads before anything is published, so a
   // bad deploy leaves the running version untouched.
-  std::error_code ec;
-  fs::create_directories(functions_dir_, ec);
-  const fs::path staging = fs::path(functions_dir_) / (".staging-" + RandomSuffix());
-  RETURN_IF_ERROR(WriteBundleToDirectory(bundle, staging.string()));
-  auto cleanup_staging = [&] { fs::remove_all(staging, ec); };
+  std::error_code ignored;
+  fs::create_directories(functions_dir_, ignored);
+  const fs::path functions_dir(functions_dir_);
+  const fs::path staging = functions_dir / (".staging-" + RandomSuffix());
+  auto remove = [&](const fs::path& path) { fs::remove_all(path, ignored); };
+  if (Status written = WriteBundleToDirectory(bundle, staging.string()); !written.ok()) {
+    remove(staging);
+    return written;
+  }
 
   const auto now = std::chrono::system_clock::now();
   std::vector<DeployedFunctionPtr> prepared;
   for (const FunctionSpec& spec : specs) {
+    Status failed;
     if (!bundle.files.contains(spec.handler_file)) {
-      cleanup_staging();
-      return InvalidArgument(fmt::format("function '{}': handler file '{}' is not in the bundle",
-                                         spec.name, spec.handler_file));
-    }
-    auto fn = Prepare(spec, (fs::path(functions_dir_) / spec.name).string(), now, files);
-    if (!fn.ok()) {
-      cleanup_staging();
-      return fn.status();
-    }
-    auto probe = (*fn)->runtime->CreateInstance((*fn)->spec, staging.string());
-    if (!probe.ok()) {
-      cleanup_staging();
-      return Status(
+      failed = InvalidArgument(fmt::format("function '{}': handler file '{}' is not in the bundle",
+                                           spec.name, spec.handler_file));
+    } else if (auto fn = Prepare(spec, (functions_dir / spec.name).string(), now, files);
+               !fn.ok()) {
+      failed = fn.status();
+    } else if (auto probe = (*fn)->runtime->CreateInstance((*fn)->spec, staging.string());
+               !probe.ok()) {
+      failed = Status(
           probe.status().code() == StatusCode::kInternal ? StatusCode::kInternal
                                                          : StatusCode::kInvalidArgument,
           fmt::format("function '{}' does not load: {}", spec.name, probe.status().message()));
+    } else {
+      prepared.push_back(*fn);
     }
-    prepared.push_back(*fn);
+    if (!failed.ok()) {
+      remove(staging);
+      return failed;
+    }
   }
 
+  // Each function gets its own fsynced copy of the bundle beside its final place (so deleting
+  // or redeploying one never touches another from the same manifest), then all are swapped in
+  // by rename; if any swap fails, every one already made is undone.
   const std::string info =
       nlohmann::json{
           {"deployed_at_ms",
            std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch()).count()}}
           .dump();
-  auto next = std::make_shared<FunctionMap>(*functions_);
-  for (std::size_t i = 0; i < prepared.size(); ++i) {
-    const std::string& name = prepared[i]->spec->name;
-    // Each function gets its own copy of the bundle, so deleting or redeploying one never
-    // touches another that came from the same manifest.
-    const fs::path target = fs::path(functions_dir_) / name;
-    const fs::path copy = fs::path(functions_dir_) / (".staging-" + RandomSuffix());
-    fs::copy(staging, copy, fs::copy_options::recursive, ec);
-    if (!ec) std::ofstream(copy / kDeployInfoFile) << info;
-    const fs::path trash = fs::path(functions_dir_) / (".trash-" + RandomSuffix());
-    if (!ec && fs::exists(target)) fs::rename(target, trash, ec);
-    if (!ec) fs::rename(copy, target, ec);
-    fs::remove_all(trash, ec);
-    if (ec) {
-      cleanup_staging();
-      return IoError(
-          fmt::format("cannot store function '{}' in {}: {}", name, target.string(), ec.message()));
+  struct Swap {
+    fs::path copy, target, trash;
+    bool moved_old = false, moved_new = false;
+  };
+  std::vector<Swap> swaps;
+  for (const auto& fn : prepared) {
+    Swap& swap = swaps.emplace_back();
+    swap.copy = functions_dir / (".staging-" + RandomSuffix());
+    swap.target = functions_dir / fn->spec->name;
+    swap.trash = functions_dir / (".trash-" + RandomSuffix());
+    Status written = WriteBundleToDirectory(bundle, swap.copy.string());
+    if (written.ok()) written = WriteFileSynced(swap.copy / kDeployInfoFile, info);
+    if (!written.ok()) {
+      for (const Swap& s : swaps) remove(s.copy);
+      remove(staging);
+      return written.WithContext(fmt::format("cannot store function '{}'", fn->spec->name));
     }
-    auto fn = std::const_pointer_cast<DeployedFunction>(prepared[i]);
+  }
+  remove(staging);
+  for (Swap& swap : swaps) {
+    std::error_code ec;
+    if (fs::exists(swap.target, ec)) {
+      fs::rename(swap.target, swap.trash, ec);
+      swap.moved_old = !ec;
+    }
+    if (!ec) {
+      fs::rename(swap.copy, swap.target, ec);
+      swap.moved_new = !ec;
+    }
+    if (ec) {
+      for (Swap& undo : swaps) {
+        if (undo.moved_new) remove(undo.target);
+        if (undo.moved_old) fs::rename(undo.trash, undo.target, ignored);
+        remove(undo.copy);
+      }
+      return IoError(
+          fmt::format("cannot store function in {}: {}", swap.target.string(), ec.message()));
+    }
+  }
+  RETURN_IF_ERROR(SyncDirectory(functions_dir));
+  for (const Swap& swap : swaps) remove(swap.trash);
+
+  auto next = std::make_shared<FunctionMap>(*functions_);
+  for (const auto& prepared_fn : prepared) {
+    const std::string& name = prepared_fn->spec->name;
+    auto fn = std::const_pointer_cast<DeployedFunction>(prepared_fn);
     fn->metrics = metrics_->ForFunction(name, fn->spec->runtime);
     fn->log = logs_.try_emplace(name, std::make_shared<FunctionLog>()).first->second;
     fn->log->Append(LogLevel::kInfo, fmt::format("deployed version {}", fn->spec->version));
-    (*next)[name] = prepared[i];
+    (*next)[name] = prepared_fn;
   }
-  cleanup_staging();
   Publish(std::move(next));
   return prepared;
 }
@@ -223,12 +283,18 @@ Status FunctionCatalog::Remove(std::string_view name) {
   std::lock_guard change_lock(change_mu_);
   auto it = functions_->find(name);
   if (it == functions_->end()) return NotFound(fmt::format("no function named '{}'", name));
-  auto next = std::make_shared<FunctionMap>(*functions_);
-  next->erase(std::string(name));
+  // Gone from disk first (one rename), so that a restart never brings back a deleted function.
   std::error_code ec;
   const fs::path trash = fs::path(functions_dir_) / (".trash-" + RandomSuffix());
   fs::rename(fs::path(functions_dir_) / std::string(name), trash, ec);
+  if (ec && ec != std::errc::no_such_file_or_directory) {
+    return IoError(
+        fmt::format("cannot remove function '{}' from {}: {}", name, functions_dir_, ec.message()));
+  }
+  RETURN_IF_ERROR(SyncDirectory(functions_dir_));
   fs::remove_all(trash, ec);
+  auto next = std::make_shared<FunctionMap>(*functions_);
+  next->erase(std::string(name));
   metrics_->RemoveFunction(std::string(name));
   logs_.erase(std::string(name));
   Publish(std::move(next));

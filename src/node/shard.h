@@ -95,7 +95,7 @@ class Shard final : public HttpHandler {
   Result<InstancePtr> AcquireInstance(ShardFunction& sf, bool* cold);
   void ReleaseInstance(ShardFunction& sf, InstancePtr instance, const Status& outcome);
 
-  bool Authorized(const HttpRequest& request) const;
+  bool Authorized(std::string_view authorization) const;  // constant-time token check
   void HandleInvoke(const Route& route, HttpRequest& request, HttpResponse& response);
   void HandleDeploy(HttpRequest& request, HttpResponse& response);
   void HandleList(HttpResponse& response);

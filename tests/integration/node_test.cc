@@ -138,6 +138,10 @@ TEST_F(NodeTest, CliVerbs) {
   EXPECT_EQ(d["runtime"], "lua");
   EXPECT_GE(d["invocations"].get<int>(), 1);
   EXPECT_GE(d["cold_starts"].get<int>(), 1);
+  const std::string deployed_at = d["deployed_at"];  // RFC 3339 with milliseconds, UTC
+  EXPECT_EQ(deployed_at.size(), std::string("2026-11-23T18:00:00.000Z").size()) << deployed_at;
+  EXPECT_EQ(deployed_at[19], '.');
+  EXPECT_EQ(deployed_at.back(), 'Z');
 
   CommandResult ls = Cli({"ls"});
   EXPECT_EQ(ls.exit_code, 0);
@@ -213,6 +217,13 @@ TEST_F(NodeTest, BadHttpInputGetsClearErrors) {
   ASSERT_TRUE(right.ok());
   EXPECT_EQ(right->status, 200);
 
+  // Without the token a deploy is held to the invoke body limit: no stranger can make the node
+  // buffer a deploy-sized body.
+  auto stranger = node_->Request("POST", "/v1/functions", std::string(64 << 10, 'x'),
+                                 {{"Content-Type", "application/cbor"}});
+  ASSERT_TRUE(stranger.ok()) << stranger.status().ToString();
+  EXPECT_EQ(stranger->status, 413);
+
   auto no_route = node_->Request("GET", "/nowhere");
   ASSERT_TRUE(no_route.ok());
   EXPECT_EQ(no_route->status, 404);
@@ -233,6 +244,61 @@ TEST_F(NodeTest, TokenProtectedFunction) {
   ASSERT_TRUE(with_token.ok());
   EXPECT_EQ(with_token->status, 200);
   EXPECT_EQ(with_token->body, "classified");
+}
+
+// Sends raw bytes on a new connection and returns what comes back until the server closes.
+std::string RawExchange(const std::string& url_text, const std::string& bytes) {
+  auto url = ParseUrl(url_text);
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(url->port);
+  ::inet_pton(AF_INET, "127.0.0.1", &addr.sin_addr);
+  std::string received;
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0 &&
+      ::send(fd, bytes.data(), bytes.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(bytes.size())) {
+    char buf[4096];
+    pollfd p{fd, POLLIN, 0};
+    while (::poll(&p, 1, 10'000) > 0) {
+      ssize_t n = ::recv(fd, buf, sizeof(buf), 0);
+      if (n <= 0) break;
+      received.append(buf, static_cast<std::size_t>(n));
+    }
+  }
+  ::close(fd);
+  return received;
+}
+
+TEST_F(NodeTest, MalformedChunkedBodyGets400) {
+  StartNode({"--shards", "1"});
+  Deploy(SourceDir() + "/examples/hello");
+  const std::string reply = RawExchange(
+      node_->url(),
+      "POST /v1/functions/hello/invoke HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+      "ZZ\r\nhello\r\n0\r\n\r\n");
+  EXPECT_TRUE(reply.starts_with("HTTP/1.1 400")) << reply;
+  EXPECT_NE(reply.find("malformed HTTP request"), std::string::npos) << reply;
+  EXPECT_EQ(Invoke("hello").status, 200);
+}
+
+// A request stalled mid-body at shutdown must not keep the node from exiting cleanly: after the
+// drain timeout its loop is stopped and everything torn down in order.
+TEST_F(NodeTest, ShutdownWithAStalledRequestExitsCleanly) {
+  StartNode({"--shards", "1"}, "drain_timeout: 500ms\nhttp:\n  body_timeout: 30s\n");
+  auto url = ParseUrl(node_->url());
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(url->port);
+  ::inet_pton(AF_INET, "127.0.0.1", &addr.sin_addr);
+  ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  const std::string partial =
+      "POST /v1/functions/x/invoke HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n0123456789";
+  ASSERT_EQ(::send(fd, partial.data(), partial.size(), MSG_NOSIGNAL),
+            static_cast<ssize_t>(partial.size()));
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));  // let the node read the head
+  EXPECT_EQ(node_->Stop(SIGTERM), 0);
+  ::close(fd);
 }
 
 // A connection that trickles its request head is cut at the header timeout while everyone
