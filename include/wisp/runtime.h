@@ -51,10 +51,10 @@ class Instance {
  public:
   virtual ~Instance() = default;
 
-  // Runs the handler on `event`. Errors: FunctionError (the handler raised; message has the
-  // handler's text and location), DeadlineExceeded (ran past limits.timeout),
-  // ResourceExhausted (went past limits.memory), InvalidArgument (returned something that is
-  // not a reply). `event` and `host` are borrowed for the call only.
+  // Runs the handler on `event`. Errors: FunctionError (the handler raised, with its text and
+  // location, or returned something that is not a reply), DeadlineExceeded (ran past
+  // limits.timeout), ResourceExhausted (went past limits.memory). `event` and `host` are
+  // borrowed for the call only.
   virtual Result<Reply> Invoke(const Event& event, HostApi& host) = 0;
 
   // False once the instance may be in a bad state (after a timeout or memory exhaustion): the

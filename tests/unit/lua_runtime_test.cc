@@ -227,7 +227,8 @@ TEST_F(LuaRuntimeTest, NumbersAndBooleansAreJsonText) {
   EXPECT_EQ(Run("return { body = 1.5 }").body, "1.5");
 }
 
-TEST_F(LuaRuntimeTest, InvalidRepliesAreInvalidArgumentAndKeepTheInstance) {
+// A bad reply is the function's fault (500), not the client's (400).
+TEST_F(LuaRuntimeTest, BadRepliesAreFunctionErrorsAndKeepTheInstance) {
   const char* cases[] = {
       "return { status = 700 }",
       "return { status = '200' }",
@@ -249,17 +250,182 @@ TEST_F(LuaRuntimeTest, InvalidRepliesAreInvalidArgumentAndKeepTheInstance) {
     ASSERT_NE(instance, nullptr);
     Result<Reply> reply = Call(*instance);
     ASSERT_FALSE(reply.ok());
-    EXPECT_EQ(reply.status().code(), StatusCode::kInvalidArgument);
+    EXPECT_EQ(reply.status().code(), StatusCode::kFunctionError);
     EXPECT_TRUE(instance->Reusable());
   }
-  EXPECT_EQ(RunError("return { status = 99 }").message(), "handler returned invalid status");
+  EXPECT_EQ(RunError("return { status = 42 }").message(),
+            "handler returned invalid status 42 (use 200-599)");
+  EXPECT_EQ(RunError("return { status = 200.5 }").message(),
+            "handler returned invalid status 200.5 (use 200-599)");
+  EXPECT_EQ(RunError("return { status = '200' }").message(),
+            "handler returned a status of type string (use a number, 200-599)");
+  EXPECT_EQ(RunError("return { headers = { ['bad name'] = 'v' } }").message(),
+            "handler returned invalid header 'bad name'");
+  EXPECT_EQ(RunError("return { body = function() end }").message(),
+            "handler returned a body of type function");
+  EXPECT_EQ(RunError("return { x = 0/0 }").message(),
+            "handler returned a body that is not JSON: cannot encode NaN or infinity as JSON");
+}
+
+// A 1xx status is an interim response: the client would wait forever for the final one.
+TEST_F(LuaRuntimeTest, InformationalStatusIsAFunctionError) {
+  for (const char* status : {"100", "101", "103", "199"}) {
+    SCOPED_TRACE(status);
+    Status error = RunError(std::string("return { status = ") + status + ", body = 'x' }");
+    EXPECT_EQ(error.code(), StatusCode::kFunctionError);
+    EXPECT_EQ(error.message(),
+              std::string("handler returned invalid status ") + status + " (use 200-599)");
+  }
+  EXPECT_EQ(Run("return { status = 200 }").status, 200);
+  EXPECT_EQ(Run("return { statusCode = 599 }").status, 599);
+}
+
+// table.sort gets a Lua comparator when none is given (so the timeout hook sees every
+// comparison); it must still sort, take a comparator, and refuse mixed types like Lua does.
+TEST_F(LuaRuntimeTest, TableSortKeepsLuaBehaviour) {
+  EXPECT_EQ(Run("local t = {5, 3, 9, 1} table.sort(t) return table.concat(t, ',')").body,
+            "1,3,5,9");
+  EXPECT_EQ(Run("local t = {'b', 'c', 'a'} table.sort(t, function(a, b) return a > b end) "
+                "return table.concat(t, ',')")
+                .body,
+            "c,b,a");
+  Status mixed = RunError("local t = {1, 'x', 2} table.sort(t) return 'unreachable'");
+  EXPECT_EQ(mixed.code(), StatusCode::kFunctionError);
+  EXPECT_NE(mixed.message().find("compare"), std::string::npos) << mixed.message();
 }
 
 TEST_F(LuaRuntimeTest, NestingLimitIs64) {
   // 64 nested tables encode, 65 do not.
   std::string make = "local t = {} for i = 1, N - 1 do t = { t } end return t";
   EXPECT_EQ(Run("local N = 64 " + make).body.size(), 64u * 2);
-  EXPECT_EQ(RunError("local N = 65 " + make).code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(RunError("local N = 65 " + make).code(), StatusCode::kFunctionError);
+}
+
+// string.find/match/gmatch/gsub are our step-counting matcher (see PatternsCannotEscapeTheTimeout);
+// the results are LuaJIT's own for the same calls (Lua 5.1 patterns).
+TEST_F(LuaRuntimeTest, PatternFunctionsKeepLuaResults) {
+  Reply reply = Run(R"lua(
+local function show(...)
+  local t = {}
+  for i = 1, select('#', ...) do t[i] = tostring((select(i, ...))) end
+  return table.concat(t, ',')
+end
+local function all(iter)
+  local t = {}
+  for a, b in iter do t[#t + 1] = show(a, b) end
+  return table.concat(t, ';')
+end
+return {
+  show(string.find('hello world', 'o w')),
+  show(string.find('hello world', 'o', 6)),
+  show(string.find('hello', 'l', -2)),
+  show(string.find('a.b', '.', 1, true)),
+  show(string.find('a+b', '+', 1, true)),
+  show(string.find('abc', 'x')),
+  show(string.find('abc', '', 10)),
+  show(('hello'):find('l+')),
+  show(string.find('key = value', '(%w+)%s*=%s*(%w+)')),
+  show(string.match('  trim me  ', '^%s*(.-)%s*$')),
+  show(string.match('2024-01-15', '(%d+)-(%d+)-(%d+)')),
+  show(string.match('hello', '()ll()')),
+  show(string.match('f(a(b)c)d', '%b()')),
+  show(string.match('THE (quick) fox', '%f[%a]%a+', 5)),
+  show(string.gsub('THE (quick) fox', '%f[%a]%a+', '<%0>')),
+  show(string.match('abc', '^b')),
+  show(string.match('abc', 'c$')),
+  show(string.match('a$c', 'a$c')),
+  show(string.match([[say "hi" or 'bye']], [[(["'])(.-)%1]])),
+  show(string.match('0x1F, 0xzz', '0x(%x+)')),
+  show(string.match('[tag]', '%[(.-)%]')),
+  show(string.match('a1-b2', '[%a-]+')),
+  show(string.match('hello', '[^aeiou]+', 2)),
+  show(string.match('aaab', 'a-b')),
+  show(string.match('aaab', 'a*')),
+  show(string.match('color colour', 'colou?r', 3)),
+  show(string.gsub('hello world', '(%w+)', '%1 %1')),
+  show(string.gsub('hello world', '%w+', '%0!', 1)),
+  show(string.gsub('abc', '', '-')),
+  show(string.gsub('$name is $age', '%$(%w+)', { name = 'Ann', age = 7 })),
+  show(string.gsub('1 2 3', '%d', function(d) return d * 2 end)),
+  show(string.gsub('a b', '%w', function() return nil end)),
+  show(string.gsub('abc', '^a', 'X')),
+  show(string.gsub('50%', '%%', '%%%%')),
+  show(string.gsub('abc', 'b', 5)),
+  show(string.gsub('hello', '()l', '%1')),
+  all(string.gmatch('one two  three', '%a+')),
+  all(string.gmatch('k1=v1, k2=v2', '(%w+)=(%w+)')),
+  all(string.gmatch('abc', '')),
+  all(('a,b,,c'):gmatch('([^,]*)')),
+  show(pcall(string.find, 'a', '[a')),
+  show(pcall(string.gsub, 'a', '(a)', '%2')),
+  show(pcall(string.match, 'a', '%')),
+  show(pcall(string.gsub, 'a', 'a', true)),
+  show(pcall(string.gsub, 'a', 'a', function() return {} end)),
+  show(pcall(string.match, 'a', '(a')),
+  show(pcall(string.match, 'a', 'a)')),
+  show(pcall(string.match, ('a'):rep(300), ('a?'):rep(300))),
+  show(string.find('a\0b', '%z')),
+  show(string.find(123, 2)),
+  show(('x').find == string.find, ('x').match == string.match, ('x').gmatch == string.gmatch,
+       ('x').gsub == string.gsub),
+})lua");
+  nlohmann::json expected = {
+      "5,7",
+      "8,8",
+      "4,4",
+      "2,2",
+      "2,2",
+      "nil",
+      "4,3",
+      "3,4",
+      "1,11,key,value",
+      "trim me",
+      "2024,01,15",
+      "3,5",
+      "(a(b)c)",
+      "quick",
+      "<THE> (<quick>) <fox>,3",
+      "nil",
+      "c",
+      "a$c",
+      "\",hi",
+      "1F",
+      "tag",
+      "a",
+      "ll",
+      "aaab",
+      "aaa",
+      "colour",
+      "hello hello world world,2",
+      "hello! world,1",
+      "-a-b-c-,4",
+      "Ann is 7,2",
+      "2 4 6,3",
+      "a b,2",
+      "Xbc,1",
+      "50%%,1",
+      "a5c,1",
+      "he34o,2",
+      "one,nil;two,nil;three,nil",
+      "k1,v1;k2,v2",
+      ",nil;,nil;,nil;,nil",
+      "a,nil;,nil;b,nil;,nil;,nil;c,nil;,nil",
+      "false,malformed pattern (missing ']')",
+      "false,invalid capture index",
+      "false,malformed pattern (ends with '%')",
+      "false,bad argument #3 to '?' (string/function/table expected)",
+      "false,invalid replacement value (a table)",
+      "false,unfinished capture",
+      "false,invalid pattern capture",
+      "false,pattern too complex",
+      "2,2",
+      "2,2",
+      "true,true,true,true",
+  };
+  nlohmann::json got = Json(reply);
+  ASSERT_TRUE(got.is_array()) << reply.body;
+  ASSERT_EQ(got.size(), expected.size());
+  for (std::size_t i = 0; i < expected.size(); ++i) EXPECT_EQ(got[i], expected[i]) << "case " << i;
 }
 
 // --- Event ---------------------------------------------------------------------------------
@@ -676,6 +842,60 @@ TEST_F(LuaLimitsTest, MemoryBombsHitTheLimit) {
   for (const char* bomb : bombs) {
     ExpectAborted(bomb, SmallMemory(), StatusCode::kResourceExhausted, message);
   }
+}
+
+// LuaJIT's pattern matcher ran in C, where the hook never fires: string.find with this pattern
+// ran for 11 s under a 1 s timeout. Method calls go through the same (replaced) functions.
+TEST_F(LuaLimitsTest, PatternsCannotEscapeTheTimeout) {
+  auto spec = Spec();
+  spec->limits.timeout = std::chrono::milliseconds(200);
+  const std::string setup = "local s, p = ('a'):rep(24), ('a-'):rep(24) .. 'b'\n";
+  const char* calls[] = {
+      "return string.find(s, p)",
+      "return s:find(p)",
+      "return string.match(s, p)",
+      "for m in s:gmatch(p) do end",
+      "return (string.gsub(s, p, 'x'))",
+      "return (s:gsub(p, function() return 'x' end))",
+      "while true do pcall(string.find, s, p) end",
+      // Cheap per position, quadratic over a long subject.
+      "return (('a'):rep(2e5):find('.-b'))",
+      "return (('('):rep(2e5):find('%b()'))",
+      "return (('a'):rep(2e5):gsub('a*b', ''))",
+  };
+  for (const char* call : calls) {
+    ExpectAborted(setup + call, spec, StatusCode::kDeadlineExceeded,
+                  "function exceeded its 200ms timeout");
+  }
+}
+
+// The JSON text (reply body, ctx.emit payload, ctx.state:put value) grows outside the Lua heap,
+// and shared subtables make it exponential: this made 100 MB past a 64Mi limit.
+TEST_F(LuaLimitsTest, JsonOutputCannotEscapeTheMemoryLimit) {
+  auto spec = Spec();
+  spec->limits.memory_bytes = 8ull << 20;
+  spec->limits.timeout = std::chrono::seconds(60);  // memory must run out first
+  const std::string setup = "local t = 'x' for i = 1, 24 do t = { t, t } end\n";
+  const char* uses[] = {
+      "return { body = t }",
+      "return t",
+      "ctx.emit('out', t)",
+      "ctx.state:put('k', { t })",
+      "local ok = pcall(ctx.emit, 'out', t) return 'caught'",
+      "return { body = { string.rep('\\1', 3e6) } }",  // escapes make 6 bytes of each byte
+  };
+  for (const char* use : uses) {
+    ExpectAborted(setup + use, spec, StatusCode::kResourceExhausted,
+                  "function exceeded its memory limit of 8Mi");
+  }
+  EXPECT_TRUE(host_.emitted.empty());
+  EXPECT_EQ(store_.Find("fn", "k"), nullptr);
+  // Text that fits in what the instance has left is fine.
+  InstancePtr instance = MustCreate(Handler("return { string.rep('x', 1e6) }"), spec);
+  ASSERT_NE(instance, nullptr);
+  Result<Reply> reply = Call(*instance);
+  ASSERT_TRUE(reply.ok()) << reply.status().ToString();
+  EXPECT_EQ(reply->body.size(), 1'000'000u + 4);
 }
 
 TEST_F(LuaLimitsTest, TinyMemoryLimitFailsAtCreate) {

@@ -36,6 +36,7 @@
 #include <lua.hpp>
 #include <nlohmann/json.hpp>
 
+#include "common/quote.h"
 #include "wisp/units.h"
 
 namespace wisp {
@@ -49,6 +50,8 @@ constexpr int kHookInstructions = 1000;
 
 // Deeper tables are refused when encoding; that also catches cycles without a visited set.
 constexpr int kMaxEncodeDepth = 64;
+// The JSON writer reads the clock every this many values (a value costs some 10-50ns).
+constexpr std::size_t kJsonCheckValues = 1024;
 // event.json is decoded recursively on the shard thread's C stack; this bounds that recursion.
 constexpr int kMaxDecodeDepth = 128;
 // Error messages travel into HTTP replies and logs; a handler can raise megabytes of text.
@@ -89,6 +92,11 @@ xpcall = function(f, handler, ...)
   return pass(raw_xpcall(f, guarded, ...))
 end
 coroutine.resume = function(...) return pass(raw_resume(...)) end
+-- table.sort without a comparator compares in C, out of the hook's reach, and crafted input
+-- drives its quicksort quadratic; a Lua comparator keeps every comparison under the timeout.
+local raw_sort = table.sort
+local function less(a, b) return a < b end
+table.sort = function(t, cmp) return raw_sort(t, cmp or less) end
 )lua";
 
 // Strings the hot path pushes by name; anchored in the registry so that pushing them finds the
@@ -223,21 +231,46 @@ void AppendNumber(double d, std::string* out) {
 
 // Lua value -> JSON text. A table is an array when its keys are exactly 1..n (n > 0), else an
 // object (so {} is "{}"); number and boolean keys become their text; metamethods are ignored.
+//
+// The text grows outside the Lua heap, where neither the allocator's limit nor the hook sees it,
+// and a table may hold the same subtable many times (t = {t, t} nested 24 deep is 2^24 copies):
+// so the writer stops once its output passes `max_bytes` or, checked every kJsonCheckValues
+// values, once `deadline` has passed.
 class JsonWriter {
  public:
-  JsonWriter(lua_State* L, std::string* out) : L_(L), out_(out) {}
+  enum class Stop { kNone, kInvalid, kTooLarge, kTimeout };
 
-  // Appends the value at `index`; false when it has no JSON form (error() says why).
-  bool Write(int index) { return Value(AbsIndex(L_, index), 0); }
+  JsonWriter(lua_State* L, std::string* out, std::size_t max_bytes, Clock::time_point deadline)
+      : L_(L), out_(out), max_bytes_(max_bytes), deadline_(deadline) {}
+
+  // Appends the value at `index`. False when it has no JSON form (stop() is kInvalid, error()
+  // says why) or when a limit stopped the writer (stop() says which).
+  bool Write(int index) {
+    if (!Value(AbsIndex(L_, index), 0)) return false;
+    return !Full() || TooLarge();
+  }
+  Stop stop() const { return stop_; }
   const std::string& error() const { return error_; }
 
  private:
   bool Fail(std::string message) {
+    stop_ = Stop::kInvalid;
     error_ = std::move(message);
     return false;
   }
+  bool TooLarge() {
+    stop_ = Stop::kTooLarge;
+    return false;
+  }
+  bool Full() const { return out_->size() > max_bytes_; }
 
   bool Value(int index, int depth) {
+    // Every value adds at most a few bytes before the next check, strings aside (String checks).
+    if (Full()) return TooLarge();
+    if (++values_ % kJsonCheckValues == 0 && Clock::now() >= deadline_) {
+      stop_ = Stop::kTimeout;
+      return false;
+    }
     int type = lua_type(L_, index);
     switch (type) {
       case LUA_TNIL:
@@ -348,6 +381,8 @@ class JsonWriter {
   }
 
   bool String(const unsigned char* s, std::size_t n) {
+    // The text takes at least n + 2 bytes; escapes add more, checked as they are written.
+    if (n + 2 > max_bytes_ - std::min(max_bytes_, out_->size())) return TooLarge();
     out_->push_back('"');
     std::size_t start = 0;
     std::size_t i = 0;
@@ -365,6 +400,7 @@ class JsonWriter {
         continue;
       }
       out_->append(reinterpret_cast<const char*>(s + start), i - start);
+      if (Full()) return TooLarge();
       switch (c) {
         case '"':
           out_->append("\\\"");
@@ -399,6 +435,10 @@ class JsonWriter {
 
   lua_State* L_;
   std::string* out_;
+  const std::size_t max_bytes_;
+  const Clock::time_point deadline_;
+  std::size_t values_ = 0;
+  Stop stop_ = Stop::kNone;
   std::string error_;
 };
 
@@ -527,6 +567,551 @@ std::optional<std::chrono::milliseconds> OptionalTtl(lua_State* L, int index, co
   auto ms = static_cast<std::int64_t>(std::llround(seconds * 1000));
   return std::chrono::milliseconds(std::max<std::int64_t>(ms, 1));
 }
+
+// --- Lua patterns ----------------------------------------------------------------------------
+//
+// LuaJIT's string.find, match, gmatch and gsub run Lua's backtracking matcher inside one C call,
+// where the count hook never fires: string.find(("a"):rep(16), ("a-"):rep(16) .. "b") ran for
+// 11 s under a 1 s timeout. These replacements implement the same pattern language (Lua 5.1 as
+// LuaJIT has it, with its error messages and its recursion limit), and charge every step of the
+// matcher against a budget; each time kPatternCheckSteps are spent they call `check`, which
+// raises the timeout abort once the call is past its deadline.
+
+// Called by the matcher every kPatternCheckSteps steps; raises to stop the call.
+using LimitCheck = void (*)(lua_State*);
+
+// A step costs a few nanoseconds and a clock read about 20, so this stays under 1% overhead.
+constexpr std::size_t kPatternCheckSteps = 1024;
+constexpr int kMaxPatternCaptures = 32;  // LUA_MAXCAPTURES
+// Match recurses on the C stack (captures, repetitions); LuaJIT refuses deeper at the same 200.
+constexpr int kMaxPatternDepth = 200;
+constexpr char kPatternEscape = '%';
+
+// Character classes are ASCII whatever the C locale, as in LuaJIT.
+bool IsAsciiDigit(int c) { return c >= '0' && c <= '9'; }
+bool IsAsciiLower(int c) { return c >= 'a' && c <= 'z'; }
+bool IsAsciiUpper(int c) { return c >= 'A' && c <= 'Z'; }
+bool IsAsciiAlpha(int c) { return IsAsciiLower(c) || IsAsciiUpper(c); }
+bool IsAsciiAlnum(int c) { return IsAsciiAlpha(c) || IsAsciiDigit(c); }
+bool IsAsciiSpace(int c) { return c == ' ' || (c >= '\t' && c <= '\r'); }
+bool IsAsciiControl(int c) { return c < 0x20 || c == 0x7f; }
+bool IsAsciiPunct(int c) { return c > 0x20 && c < 0x7f && !IsAsciiAlnum(c); }
+bool IsAsciiHexDigit(int c) {
+  return IsAsciiDigit(c) || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
+}
+
+// Does byte c belong to class %<cl>? An unknown letter (or any other byte) stands for itself.
+bool MatchClass(int c, int cl) {
+  bool in;
+  switch (IsAsciiUpper(cl) ? cl - 'A' + 'a' : cl) {
+    case 'a':
+      in = IsAsciiAlpha(c);
+      break;
+    case 'c':
+      in = IsAsciiControl(c);
+      break;
+    case 'd':
+      in = IsAsciiDigit(c);
+      break;
+    case 'g':  // from Lua 5.2; LuaJIT 2.1 has it
+      in = c > 0x20 && c < 0x7f;
+      break;
+    case 'l':
+      in = IsAsciiLower(c);
+      break;
+    case 'p':
+      in = IsAsciiPunct(c);
+      break;
+    case 's':
+      in = IsAsciiSpace(c);
+      break;
+    case 'u':
+      in = IsAsciiUpper(c);
+      break;
+    case 'w':
+      in = IsAsciiAlnum(c);
+      break;
+    case 'x':
+      in = IsAsciiHexDigit(c);
+      break;
+    case 'z':
+      in = c == 0;
+      break;
+    default:
+      return cl == c;
+  }
+  return IsAsciiUpper(cl) ? !in : in;  // %A is the complement of %a
+}
+
+// True when a find pattern needs the matcher; without these bytes it is a plain substring.
+bool HasPatternSpecials(const char* p, std::size_t len) {
+  for (std::size_t i = 0; i < len; ++i) {
+    if (p[i] != '\0' && std::strchr("^$*+?.([%-", p[i]) != nullptr) return true;
+  }
+  return false;
+}
+
+// One subject string matched against patterns. Patterns are NUL-terminated (Lua strings are),
+// and, as in Lua 5.1, a pattern ends at its first NUL byte (%z matches a zero byte).
+class PatternMatcher {
+ public:
+  PatternMatcher(lua_State* L, const char* subject, std::size_t len, LimitCheck check)
+      : L_(L), begin_(subject), end_(subject + len), check_(check) {}
+
+  const char* end() const { return end_; }
+
+  // Where a match of pattern p that starts at s ends, or null. Forgets earlier captures.
+  const char* MatchAt(const char* s, const char* p) {
+    level_ = 0;
+    depth_ = 0;
+    return Match(s, p);
+  }
+
+  // Pushes capture i of the last match; with no captures, capture 0 is the whole match s..e.
+  void PushCapture(int i, const char* s, const char* e) {
+    if (i >= level_) {
+      if (i != 0) luaL_error(L_, "invalid capture index");
+      lua_pushlstring(L_, s, static_cast<std::size_t>(e - s));
+      return;
+    }
+    const Capture& capture = captures_[i];
+    if (capture.len == kUnfinished) luaL_error(L_, "unfinished capture");
+    if (capture.len == kPosition) {
+      lua_pushinteger(L_, capture.start - begin_ + 1);
+    } else {
+      lua_pushlstring(L_, capture.start, static_cast<std::size_t>(capture.len));
+    }
+  }
+
+  // Pushes every capture, or the whole match s..e when there are none (and s is not null).
+  // Returns how many values it pushed.
+  int PushCaptures(const char* s, const char* e) {
+    int n = (level_ == 0 && s != nullptr) ? 1 : level_;
+    luaL_checkstack(L_, n, "too many captures");
+    for (int i = 0; i < n; ++i) PushCapture(i, s, e);
+    return n;
+  }
+
+ private:
+  // Capture lengths that are not lengths.
+  static constexpr std::ptrdiff_t kUnfinished = -1;
+  static constexpr std::ptrdiff_t kPosition = -2;
+
+  struct Capture {
+    const char* start;
+    std::ptrdiff_t len;
+  };
+
+  void Charge(std::size_t steps) {
+    if (steps < budget_) {
+      budget_ -= steps;
+      return;
+    }
+    budget_ = kPatternCheckSteps;
+    check_(L_);
+  }
+
+  // Testing one byte against the item p..ep costs more when the item is a long [set].
+  static std::size_t ItemCost(const char* p, const char* ep) {
+    return 1 + static_cast<std::size_t>(ep - p) / 16;
+  }
+
+  // The end of the single-byte item at p (a byte, ., %x or [set]).
+  const char* ItemEnd(const char* p) {
+    char c = *p++;
+    if (c == kPatternEscape) {
+      if (*p == '\0') luaL_error(L_, "malformed pattern (ends with '%%')");
+      return p + 1;
+    }
+    if (c == '[') {
+      if (*p == '^') ++p;
+      // The first byte of a set is a member even when it is ']', hence the do-while.
+      do {
+        if (*p == '\0') luaL_error(L_, "malformed pattern (missing ']')");
+        if (*p++ == kPatternEscape && *p != '\0') ++p;
+      } while (*p != ']');
+      return p + 1;
+    }
+    return p;
+  }
+
+  // Is byte c in the set p..end, where p is at '[' and end at the closing ']'?
+  static bool MatchSet(int c, const char* p, const char* end) {
+    bool member = true;
+    if (p[1] == '^') {
+      member = false;
+      ++p;
+    }
+    while (++p < end) {
+      if (*p == kPatternEscape) {
+        ++p;
+        if (MatchClass(c, static_cast<unsigned char>(*p))) return member;
+      } else if (p[1] == '-' && p + 2 < end) {
+        p += 2;
+        if (static_cast<unsigned char>(p[-2]) <= c && c <= static_cast<unsigned char>(*p)) {
+          return member;
+        }
+      } else if (static_cast<unsigned char>(*p) == c) {
+        return member;
+      }
+    }
+    return !member;
+  }
+
+  // Does the byte at s match the item p..ep? False at the end of the subject.
+  bool MatchItem(const char* s, const char* p, const char* ep) const {
+    if (s >= end_) return false;
+    int c = static_cast<unsigned char>(*s);
+    switch (*p) {
+      case '.':
+        return true;
+      case kPatternEscape:
+        return MatchClass(c, static_cast<unsigned char>(p[1]));
+      case '[':
+        return MatchSet(c, p, ep - 1);
+      default:
+        return static_cast<unsigned char>(*p) == c;
+    }
+  }
+
+  const char* Match(const char* s, const char* p) {
+    if (++depth_ > kMaxPatternDepth) luaL_error(L_, "pattern too complex");
+    const char* result = MatchFrom(s, p);
+    --depth_;
+    return result;
+  }
+
+  // Match without the depth count. Tail positions loop here instead of recursing, so that only
+  // branching (captures, repetitions) costs C stack.
+  const char* MatchFrom(const char* s, const char* p) {
+    while (true) {
+      Charge(1);
+      switch (*p) {
+        case '\0':  // the end of the pattern: matched
+          return s;
+        case '(':
+          if (p[1] == ')') return StartCapture(s, p + 2, kPosition);
+          return StartCapture(s, p + 1, kUnfinished);
+        case ')':
+          return EndCapture(s, p + 1);
+        case '$':
+          if (p[1] == '\0') return s == end_ ? s : nullptr;
+          break;  // a '$' elsewhere is an ordinary byte
+        case kPatternEscape:
+          if (p[1] == 'b') {
+            s = MatchBalance(s, p + 2);
+            if (s == nullptr) return nullptr;
+            p += 4;
+            continue;
+          }
+          if (p[1] == 'f') {
+            p += 2;
+            if (*p != '[') luaL_error(L_, "missing '[' after '%%f' in pattern");
+            const char* ep = ItemEnd(p);
+            Charge(2 * ItemCost(p, ep));
+            // The bytes before the subject and at its end count as '\0'.
+            int previous = s == begin_ ? 0 : static_cast<unsigned char>(s[-1]);
+            int current = s < end_ ? static_cast<unsigned char>(*s) : 0;
+            if (MatchSet(previous, p, ep - 1) || !MatchSet(current, p, ep - 1)) return nullptr;
+            p = ep;
+            continue;
+          }
+          if (IsAsciiDigit(static_cast<unsigned char>(p[1]))) {
+            s = MatchBackReference(s, static_cast<unsigned char>(p[1]));
+            if (s == nullptr) return nullptr;
+            p += 2;
+            continue;
+          }
+          break;  // %a, %., ...: a single-byte item
+        default:
+          break;
+      }
+      // A single-byte item, maybe followed by a repetition.
+      const char* ep = ItemEnd(p);
+      Charge(ItemCost(p, ep));
+      bool matched = MatchItem(s, p, ep);
+      switch (*ep) {
+        case '?':
+          if (matched) {
+            const char* result = Match(s + 1, ep + 1);
+            if (result != nullptr) return result;
+          }
+          p = ep + 1;
+          continue;
+        case '*':
+          return MaxExpand(s, p, ep);
+        case '+':
+          return matched ? MaxExpand(s + 1, p, ep) : nullptr;
+        case '-':
+          return MinExpand(s, p, ep);
+        default:
+          if (!matched) return nullptr;
+          ++s;
+          p = ep;
+      }
+    }
+  }
+
+  // item* and item+: the longest run first, then one fewer each time the rest fails.
+  const char* MaxExpand(const char* s, const char* p, const char* ep) {
+    const std::size_t cost = ItemCost(p, ep);
+    std::ptrdiff_t count = 0;
+    while (MatchItem(s + count, p, ep)) {
+      Charge(cost);
+      ++count;
+    }
+    for (; count >= 0; --count) {
+      const char* result = Match(s + count, ep + 1);
+      if (result != nullptr) return result;
+    }
+    return nullptr;
+  }
+
+  // item-: the shortest run first, one more each time the rest fails.
+  const char* MinExpand(const char* s, const char* p, const char* ep) {
+    const std::size_t cost = ItemCost(p, ep);
+    while (true) {
+      const char* result = Match(s, ep + 1);
+      if (result != nullptr) return result;
+      Charge(cost);
+      if (!MatchItem(s, p, ep)) return nullptr;
+      ++s;
+    }
+  }
+
+  const char* StartCapture(const char* s, const char* p, std::ptrdiff_t what) {
+    if (level_ >= kMaxPatternCaptures) luaL_error(L_, "too many captures");
+    captures_[level_].start = s;
+    captures_[level_].len = what;
+    ++level_;
+    const char* result = Match(s, p);
+    if (result == nullptr) --level_;  // undo the capture for the next alternative
+    return result;
+  }
+
+  const char* EndCapture(const char* s, const char* p) {
+    int open = level_ - 1;
+    while (open >= 0 && captures_[open].len != kUnfinished) --open;
+    if (open < 0) luaL_error(L_, "invalid pattern capture");
+    captures_[open].len = s - captures_[open].start;
+    const char* result = Match(s, p);
+    if (result == nullptr) captures_[open].len = kUnfinished;
+    return result;
+  }
+
+  // %bxy at s: x, then bytes up to the y that balances it.
+  const char* MatchBalance(const char* s, const char* p) {
+    if (p[0] == '\0' || p[1] == '\0') luaL_error(L_, "unbalanced pattern");
+    if (s >= end_ || *s != p[0]) return nullptr;
+    const char open = p[0];
+    const char close = p[1];
+    const char* start = s;
+    int depth = 1;
+    const char* result = nullptr;
+    while (++s < end_) {
+      if (*s == close) {
+        if (--depth == 0) {
+          result = s + 1;
+          break;
+        }
+      } else if (*s == open) {
+        ++depth;
+      }
+    }
+    Charge(1 + static_cast<std::size_t>(s - start));
+    return result;
+  }
+
+  // %1-%9 (and %0, which is always invalid here): the text of an earlier, closed capture.
+  const char* MatchBackReference(const char* s, int digit) {
+    int i = digit - '1';
+    if (i < 0 || i >= level_ || captures_[i].len == kUnfinished) {
+      luaL_error(L_, "invalid capture index");
+    }
+    // A position capture has no text: it never matches, as in Lua.
+    if (captures_[i].len == kPosition) return nullptr;
+    auto len = static_cast<std::size_t>(captures_[i].len);
+    Charge(1 + len / 64);
+    if (static_cast<std::size_t>(end_ - s) < len || std::memcmp(captures_[i].start, s, len) != 0) {
+      return nullptr;
+    }
+    return s + len;
+  }
+
+  lua_State* L_;
+  const char* begin_;
+  const char* end_;
+  LimitCheck check_;
+  std::size_t budget_ = kPatternCheckSteps;
+  int level_ = 0;  // captures opened so far
+  int depth_ = 0;  // Match recursion
+  Capture captures_[kMaxPatternCaptures];
+};
+
+// Lua's init argument: 1-based, negative counts from the end; clamped to 0..len (0-based).
+std::size_t PatternStart(lua_State* L, int arg, std::size_t len) {
+  lua_Integer init = luaL_optinteger(L, arg, 1);
+  auto n = static_cast<lua_Integer>(len);
+  lua_Integer start = init < 0 ? init + n : init - 1;
+  return static_cast<std::size_t>(std::clamp<lua_Integer>(start, 0, n));
+}
+
+// string.find (find) and string.match.
+int PatternFind(lua_State* L, LimitCheck check, bool find) {
+  std::size_t len = 0, pattern_len = 0;
+  const char* s = luaL_checklstring(L, 1, &len);
+  const char* p = luaL_checklstring(L, 2, &pattern_len);
+  std::size_t start = PatternStart(L, 3, len);
+  if (find && (lua_toboolean(L, 4) || !HasPatternSpecials(p, pattern_len))) {
+    // A plain substring: memmem is linear and never backtracks.
+    const void* at =
+        pattern_len == 0 ? s + start : ::memmem(s + start, len - start, p, pattern_len);
+    if (at == nullptr) {
+      lua_pushnil(L);
+      return 1;
+    }
+    std::ptrdiff_t offset = static_cast<const char*>(at) - s;
+    lua_pushinteger(L, offset + 1);
+    lua_pushinteger(L, offset + static_cast<std::ptrdiff_t>(pattern_len));
+    return 2;
+  }
+  PatternMatcher matcher(L, s, len, check);
+  bool anchored = *p == '^';
+  if (anchored) ++p;
+  const char* from = s + start;
+  do {
+    const char* e = matcher.MatchAt(from, p);
+    if (e != nullptr) {
+      if (!find) return matcher.PushCaptures(from, e);
+      lua_pushinteger(L, from - s + 1);
+      lua_pushinteger(L, e - s);
+      return 2 + matcher.PushCaptures(nullptr, nullptr);
+    }
+  } while (from++ < matcher.end() && !anchored);
+  lua_pushnil(L);
+  return 1;
+}
+
+// The iterator string.gmatch returns. Upvalues: subject, pattern, next start offset. As in Lua
+// 5.1, '^' is an ordinary byte here (an anchor would stop the iteration).
+int PatternGmatchStep(lua_State* L, LimitCheck check) {
+  std::size_t len = 0;
+  const char* s = lua_tolstring(L, lua_upvalueindex(1), &len);
+  const char* p = lua_tostring(L, lua_upvalueindex(2));
+  auto offset = static_cast<std::size_t>(lua_tointeger(L, lua_upvalueindex(3)));
+  PatternMatcher matcher(L, s, len, check);
+  for (std::size_t i = offset; i <= len; ++i) {
+    const char* from = s + i;
+    const char* e = matcher.MatchAt(from, p);
+    if (e == nullptr) continue;
+    // After an empty match the next search starts one byte later, so the iteration ends.
+    lua_pushinteger(L, (e - s) + (e == from ? 1 : 0));
+    lua_replace(L, lua_upvalueindex(3));
+    return matcher.PushCaptures(from, e);
+  }
+  return 0;
+}
+
+// Appends the replacement of the match s..e to `buffer`. The replacement is argument 3: a
+// string with %0-%9 references, a table indexed by the first capture, or a function called
+// with the captures; nil or false from the last two keeps the matched text.
+void AddReplacement(lua_State* L, PatternMatcher& matcher, luaL_Buffer* buffer, const char* s,
+                    const char* e) {
+  switch (lua_type(L, 3)) {
+    case LUA_TFUNCTION: {
+      lua_pushvalue(L, 3);
+      int n = matcher.PushCaptures(s, e);
+      lua_call(L, n, 1);
+      break;
+    }
+    case LUA_TTABLE:
+      matcher.PushCapture(0, s, e);
+      lua_gettable(L, 3);
+      break;
+    default: {  // a string or a number
+      std::size_t len = 0;
+      const char* r = lua_tolstring(L, 3, &len);
+      for (std::size_t i = 0; i < len; ++i) {
+        if (r[i] != kPatternEscape) {
+          luaL_addchar(buffer, r[i]);
+          continue;
+        }
+        // A trailing '%' reads the string's NUL terminator, which Lua 5.1 appends as is.
+        unsigned char c = static_cast<unsigned char>(r[++i]);
+        if (!IsAsciiDigit(c)) {
+          luaL_addchar(buffer, static_cast<char>(c));
+        } else if (c == '0') {
+          luaL_addlstring(buffer, s, static_cast<std::size_t>(e - s));
+        } else {
+          matcher.PushCapture(c - '1', s, e);
+          luaL_addvalue(buffer);
+        }
+      }
+      return;
+    }
+  }
+  if (!lua_toboolean(L, -1)) {
+    lua_pop(L, 1);
+    lua_pushlstring(L, s, static_cast<std::size_t>(e - s));
+  } else if (!lua_isstring(L, -1)) {
+    luaL_error(L, "invalid replacement value (a %s)", luaL_typename(L, -1));
+  }
+  luaL_addvalue(buffer);
+}
+
+int PatternGsub(lua_State* L, LimitCheck check) {
+  std::size_t len = 0;
+  const char* src = luaL_checklstring(L, 1, &len);
+  const char* p = luaL_checkstring(L, 2);
+  int replacement_type = lua_type(L, 3);
+  luaL_argcheck(L,
+                replacement_type == LUA_TNUMBER || replacement_type == LUA_TSTRING ||
+                    replacement_type == LUA_TFUNCTION || replacement_type == LUA_TTABLE,
+                3, "string/function/table expected");
+  lua_Integer max = luaL_optinteger(L, 4, static_cast<lua_Integer>(len) + 1);
+  bool anchored = *p == '^';
+  if (anchored) ++p;
+  PatternMatcher matcher(L, src, len, check);
+  luaL_Buffer buffer;
+  luaL_buffinit(L, &buffer);
+  lua_Integer count = 0;
+  while (count < max) {
+    const char* e = matcher.MatchAt(src, p);
+    if (e != nullptr) {
+      ++count;
+      AddReplacement(L, matcher, &buffer, src, e);
+    }
+    if (e != nullptr && e > src) {
+      src = e;
+    } else if (src < matcher.end()) {
+      luaL_addchar(&buffer, *src++);  // no match here, or an empty one: keep this byte
+    } else {
+      break;
+    }
+    if (anchored) break;
+  }
+  luaL_addlstring(&buffer, src, static_cast<std::size_t>(matcher.end() - src));
+  luaL_pushresult(&buffer);
+  lua_pushinteger(L, count);
+  return 2;
+}
+
+// The Lua-callable functions, for one LimitCheck.
+template <LimitCheck kCheck>
+struct PatternFunctions {
+  static int Find(lua_State* L) { return PatternFind(L, kCheck, true); }
+  static int Match(lua_State* L) { return PatternFind(L, kCheck, false); }
+  static int GmatchStep(lua_State* L) { return PatternGmatchStep(L, kCheck); }
+  static int Gmatch(lua_State* L) {
+    luaL_checkstring(L, 1);
+    luaL_checkstring(L, 2);
+    lua_settop(L, 2);
+    lua_pushinteger(L, 0);
+    lua_pushcclosure(L, &GmatchStep, 3);
+    return 1;
+  }
+  static int Gsub(lua_State* L) { return PatternGsub(L, kCheck); }
+};
 
 class LuaInstance final : public Instance {
  public:
@@ -657,7 +1242,11 @@ class LuaInstance final : public Instance {
 
   // Once past the deadline, raises on every run for the rest of the instance's life, so a
   // handler that catches the error only gets another one 1000 instructions later.
-  static void Hook(lua_State* L, lua_Debug*) {
+  static void Hook(lua_State* L, lua_Debug*) { CheckLimits(L); }
+
+  // Raises the abort once the call is past its deadline or already aborted. The hook and the
+  // long-running C functions (the pattern matcher, the JSON writer) share it.
+  static void CheckLimits(lua_State* L) {
     LuaInstance* self = From(L);
     if (self->abort_ == Abort::kNone) {
       if (Clock::now() < self->deadline_) return;
@@ -730,7 +1319,23 @@ class LuaInstance final : public Instance {
     lua_getglobal(L, LUA_STRLIBNAME);
     lua_pushnil(L);
     lua_setfield(L, -2, "dump");
-    lua_pop(L, 1);
+    // LuaJIT's pattern functions cannot be stopped by the hook; ours check the deadline.
+    using Patterns = PatternFunctions<&LuaInstance::CheckLimits>;
+    const luaL_Reg patterns[] = {{"find", &Patterns::Find},
+                                 {"match", &Patterns::Match},
+                                 {"gmatch", &Patterns::Gmatch},
+                                 {"gsub", &Patterns::Gsub}};
+    for (const luaL_Reg& f : patterns) {
+      lua_pushcfunction(L, f.func);
+      lua_setfield(L, -2, f.name);
+    }
+    // Method calls (("x"):find(p)) look up the strings' metatable __index. LuaJIT points it at
+    // this same table; setting it says so and keeps the originals unreachable regardless.
+    lua_pushliteral(L, "");
+    if (lua_getmetatable(L, -1) == 0) luaL_error(L, "strings have no metatable");
+    lua_pushvalue(L, -3);
+    lua_setfield(L, -2, "__index");
+    lua_pop(L, 3);
 
     lua_pushcfunction(L, &LuaInstance::Print);
     lua_setglobal(L, "print");
@@ -977,8 +1582,8 @@ class LuaInstance final : public Instance {
       case LUA_TTABLE:
         break;
       default:
-        return InvalidArgument(fmt::format("handler returned a {} value, which is not a reply",
-                                           luaL_typename(L, index)));
+        return FunctionError(fmt::format("handler returned a {} value, which is not a reply",
+                                         luaL_typename(L, index)));
     }
     if (lua_type(L, index) != LUA_TTABLE || !IsReplyTable(L, index)) {
       return EncodeBody(L, index, reply);
@@ -992,9 +1597,19 @@ class LuaInstance final : public Instance {
       lua_rawget(L, index);
     }
     if (!lua_isnil(L, -1)) {
-      double status = lua_type(L, -1) == LUA_TNUMBER ? lua_tonumber(L, -1) : 0;
-      if (!(status >= 100 && status <= 599 && status == std::floor(status))) {
-        return InvalidArgument("handler returned invalid status");
+      // 1xx are interim responses: the server would send one and then no final reply.
+      if (lua_type(L, -1) != LUA_TNUMBER) {
+        return FunctionError(
+            fmt::format("handler returned a status of type {} (use a number, "
+                        "200-599)",
+                        luaL_typename(L, -1)));
+      }
+      double status = lua_tonumber(L, -1);
+      if (!(status >= 200 && status <= 599 && status == std::floor(status))) {
+        std::string shown;
+        AppendNumber(status, &shown);
+        return FunctionError(
+            fmt::format("handler returned invalid status {} (use 200-599)", shown));
       }
       reply->status = static_cast<int>(status);
     }
@@ -1004,7 +1619,7 @@ class LuaInstance final : public Instance {
     lua_rawget(L, index);
     if (!lua_isnil(L, -1)) {
       if (!lua_istable(L, -1)) {
-        return InvalidArgument("handler returned invalid headers (want a table of name = value)");
+        return FunctionError("handler returned invalid headers (want a table of name = value)");
       }
       int headers = lua_gettop(L);
       lua_pushnil(L);
@@ -1012,15 +1627,15 @@ class LuaInstance final : public Instance {
         int value_type = lua_type(L, -1);
         if (lua_type(L, -2) != LUA_TSTRING ||
             (value_type != LUA_TSTRING && value_type != LUA_TNUMBER)) {
-          return InvalidArgument("handler returned invalid headers (want a table of name = value)");
+          return FunctionError("handler returned invalid headers (want a table of name = value)");
         }
         std::size_t name_len = 0, value_len = 0;
         const char* name = lua_tolstring(L, -2, &name_len);
         const char* value = lua_tolstring(L, -1, &value_len);  // converts the value, not the key
         std::string_view name_view(name, name_len), value_view(value, value_len);
         if (!IsValidHeaderName(name_view) || !IsValidHeaderValue(value_view)) {
-          return InvalidArgument(
-              fmt::format("handler returned invalid header '{}'", name_view.substr(0, 100)));
+          return FunctionError(
+              fmt::format("handler returned invalid header {}", QuoteUntrusted(name_view)));
         }
         if (EqualsIgnoreCase(name_view, "content-type")) {
           reply->content_type.assign(value_view);
@@ -1050,7 +1665,7 @@ class LuaInstance final : public Instance {
       case LUA_TBOOLEAN:
         return EncodeBody(L, body, reply);
       default:
-        return InvalidArgument(
+        return FunctionError(
             fmt::format("handler returned a body of type {}", luaL_typename(L, body)));
     }
   }
@@ -1068,13 +1683,34 @@ class LuaInstance final : public Instance {
   }
 
   static Status EncodeBody(lua_State* L, int index, Reply* reply) {
-    JsonWriter writer(L, &reply->body);
-    if (!writer.Write(index)) {
+    std::string error;
+    if (!WriteJson(L, index, &reply->body, &error)) {
       reply->body.clear();
-      return InvalidArgument("handler returned a body that is not JSON: " + writer.error());
+      return FunctionError("handler returned a body that is not JSON: " + error);
     }
     if (reply->content_type.empty()) reply->content_type = kApplicationJson;
     return Status::Ok();
+  }
+
+  // Appends the value at `index` as JSON to *out; false (with *error) when it has no JSON form.
+  // The text lives outside the Lua heap, so it may take only the memory the instance has left;
+  // past that, or past the deadline, the call is aborted as by the allocator or the hook (the
+  // instance is then replaced): a few shared subtables can make gigabytes of text.
+  static bool WriteJson(lua_State* L, int index, std::string* out, std::string* error) {
+    LuaInstance* self = From(L);
+    JsonWriter::Stop stop;
+    {  // the writer (and its strings) is gone before anything raises
+      JsonWriter writer(L, out, self->limit_ - self->used_, self->deadline_);
+      if (writer.Write(index)) return true;
+      stop = writer.stop();
+      if (stop == JsonWriter::Stop::kInvalid) *error = writer.error();
+    }
+    if (stop == JsonWriter::Stop::kInvalid) return false;
+    std::string().swap(*out);  // give the partial text back now, not at the next call
+    if (self->abort_ == Abort::kNone) {
+      self->abort_ = stop == JsonWriter::Stop::kTimeout ? Abort::kTimeout : Abort::kMemory;
+    }
+    RaiseAbort(L);
   }
 
   static HostApi& RequireHost(lua_State* L, const char* what) {
@@ -1224,8 +1860,8 @@ class LuaInstance final : public Instance {
     }
     std::string& out = From(L)->scratch_;
     out.clear();
-    JsonWriter writer(L, &out);
-    if (!writer.Write(index)) luaL_error(L, "%s: %s", what, writer.error().c_str());
+    std::string error;
+    if (!WriteJson(L, index, &out, &error)) luaL_error(L, "%s: %s", what, error.c_str());
     return out;
   }
 
