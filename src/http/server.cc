@@ -120,6 +120,15 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
     // Beast checks Content-Length against the body limit as soon as the head is parsed, before
     // we know the route; admit the largest any route takes and apply the route's own in OnHeader.
     parser_->body_limit(std::max(config().max_body_bytes, config().max_deploy_body_bytes));
+    parser_->eager(true);
+    // Fast path: a request that is already buffered whole (the usual case for small requests)
+    // is parsed here, saving an asynchronous read and its timer per request.
+    if (buffer_.size() > 0) {
+      beast::error_code ec;
+      const std::size_t used = parser_->put(buffer_.data(), ec);
+      buffer_.consume(used);
+      if (ec != http::error::need_more) return OnHeader(ec);
+    }
     stream_.expires_after(config().header_timeout);
     http::async_read_header(
         stream_, buffer_, *parser_,
