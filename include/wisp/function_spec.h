@@ -38,6 +38,15 @@ struct FunctionLimits {
   std::uint64_t memory_bytes = 64ull << 20;
 };
 
+// `- mqtt: { topic: plant/+/pump/#, qos: 1, group: alerts }`: run the function on each message
+// whose topic matches the filter. With a group the node subscribes `$share/<group>/<topic>`, so
+// the nodes of one group split the messages between them.
+struct MqttTriggerSpec {
+  std::string topic;  // a valid MQTT topic filter ('+' and '#' wildcards)
+  int qos = 1;        // 0 or 1
+  std::string group;  // empty: every node gets every message
+};
+
 struct FunctionSpec {
   std::string name;           // [a-z0-9][a-z0-9-]{0,62}, DNS-label like OpenFaaS
   std::string runtime;        // a registered Runtime's name: "lua"
@@ -51,6 +60,7 @@ struct FunctionSpec {
   int scale_min = 1;        // instances kept warm per shard
   int scale_max = 8;        // instances per shard at most
   AuthMode auth = AuthMode::kPublic;
+  std::vector<MqttTriggerSpec> mqtt_triggers;  // HTTP invoke needs no trigger entry
 };
 
 using FunctionSpecPtr = std::shared_ptr<const FunctionSpec>;

@@ -73,6 +73,14 @@ bool IsJsonContentType(std::string_view content_type) {
          iequals(content_type.substr(content_type.size() - 5), "+json");
 }
 
+bool LooksLikeJson(std::string_view payload) {
+  for (char c : payload) {
+    if (c == ' ' || c == '\t' || c == '\r' || c == '\n') continue;
+    return c == '{' || c == '[';
+  }
+  return false;
+}
+
 namespace {
 
 // Depth of the deepest array/object, skipping brackets inside strings. Stops early past `limit`.

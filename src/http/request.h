@@ -39,6 +39,10 @@ std::string_view BearerToken(std::string_view authorization);
 // True when `content_type` names JSON (application/json, application/*+json; parameters ignored).
 bool IsJsonContentType(std::string_view content_type);
 
+// True when the first non-blank byte opens a JSON object or array: how a payload without a
+// content type (MQTT 3 messages, most sensors) is recognised as JSON.
+bool LooksLikeJson(std::string_view payload);
+
 // Nesting deeper than this is refused before parsing, so that no later recursive walk (into a
 // Lua table, say) can run out of stack on hostile input.
 inline constexpr int kMaxJsonDepth = 64;

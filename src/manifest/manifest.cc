@@ -66,6 +66,12 @@ constexpr std::string_view kLimitsKeys[] = {"memory", "timeout"};
 constexpr std::string_view kConcurrencyKeys[] = {"max", "target"};
 constexpr std::string_view kScaleKeys[] = {"min", "max"};
 constexpr std::string_view kTriggerKinds[] = {"http", "mqtt", "timer"};
+constexpr std::string_view kMqttTriggerKeys[] = {"topic", "qos", "group"};
+// Planned mqtt trigger settings, refused until they are built so that no manifest relies on
+// them being ignored.
+constexpr std::string_view kMqttReservedKeys[] = {"filters", "format"};
+constexpr std::size_t kMaxTopicLength = 65535;  // an MQTT string's 16-bit length prefix
+constexpr std::string_view kSharePrefix = "$share/";
 
 bool IsLower(char c) { return c >= 'a' && c <= 'z'; }
 bool IsUpper(char c) { return c >= 'A' && c <= 'Z'; }
@@ -102,6 +108,80 @@ bool HasControlChars(std::string_view s) {
 }
 
 std::string Quote(std::string_view s) { return QuoteUntrusted(s, 64); }
+
+// True if `s` is well-formed UTF-8 (no overlong forms, no surrogates, at most U+10FFFF), which
+// MQTT requires of every string: a broker drops the connection on anything else.
+bool IsUtf8(std::string_view s) {
+  std::size_t i = 0;
+  while (i < s.size()) {
+    auto c = static_cast<unsigned char>(s[i]);
+    std::size_t extra = 0;
+    unsigned char lo = 0x80, hi = 0xbf;  // allowed range of the second byte
+    if (c < 0x80) {
+      ++i;
+      continue;
+    } else if (c >= 0xc2 && c <= 0xdf) {
+      extra = 1;
+    } else if (c >= 0xe0 && c <= 0xef) {
+      extra = 2;
+      if (c == 0xe0) lo = 0xa0;  // overlong
+      if (c == 0xed) hi = 0x9f;  // UTF-16 surrogates
+    } else if (c >= 0xf0 && c <= 0xf4) {
+      extra = 3;
+      if (c == 0xf0) lo = 0x90;  // overlong
+      if (c == 0xf4) hi = 0x8f;  // above U+10FFFF
+    } else {
+      return false;
+    }
+    if (s.size() - i <= extra) return false;
+    for (std::size_t k = 1; k <= extra; ++k) {
+      auto b = static_cast<unsigned char>(s[i + k]);
+      if (k == 1 ? (b < lo || b > hi) : (b < 0x80 || b > 0xbf)) return false;
+    }
+    i += extra + 1;
+  }
+  return true;
+}
+
+// Why `filter` is not a valid MQTT topic filter (MQTT 3.1.1 section 4.7, MQTT 5 section 4.7),
+// or nullopt if it is one. Written here rather than taken from libmosquitto so that the base
+// library does not depend on it; the node's MQTT client checks again when it subscribes.
+std::optional<std::string> TopicFilterProblem(std::string_view filter) {
+  if (filter.empty()) return "is empty (a topic filter needs at least one character)";
+  if (filter.size() > kMaxTopicLength) {
+    return fmt::format("is {} bytes long; MQTT allows at most {}", filter.size(), kMaxTopicLength);
+  }
+  if (filter.find('\0') != std::string_view::npos) {
+    return fmt::format("{} contains a NUL character, which MQTT forbids", Quote(filter));
+  }
+  // Not quoted: the bytes that are not UTF-8 would go into the message as they are.
+  if (!IsUtf8(filter)) return "is not valid UTF-8 (MQTT topics are UTF-8 text)";
+  if (HasControlChars(filter)) {
+    return fmt::format("{} contains control characters", Quote(filter));
+  }
+  if (filter.substr(0, kSharePrefix.size()) == kSharePrefix) {
+    return fmt::format(
+        "{} is a shared subscription; write the filter in topic: and the share "
+        "name in group: (e.g. {{ topic: a/b, group: workers }})",
+        Quote(filter));
+  }
+  std::size_t start = 0;
+  while (true) {
+    std::size_t end = filter.find('/', start);
+    bool last = end == std::string_view::npos;
+    std::string_view level = filter.substr(start, last ? std::string_view::npos : end - start);
+    if (level.find('+') != std::string_view::npos && level != "+") {
+      return fmt::format("{}: '+' must be a whole level (e.g. a/+/c, not a/b+/c)", Quote(filter));
+    }
+    if (level.find('#') != std::string_view::npos && (level != "#" || !last)) {
+      return fmt::format("{}: '#' must be the whole last level (e.g. a/b/#, not a/#/b or a/b#)",
+                         Quote(filter));
+    }
+    if (last) break;
+    start = end + 1;
+  }
+  return std::nullopt;
+}
 
 std::string JoinKeys(std::span<const std::string_view> keys) {
   std::string out;
@@ -400,7 +480,7 @@ class ManifestParser {
             }
             return Status::Ok();
           }
-          if (key == "triggers") return ParseTriggers(value, path);
+          if (key == "triggers") return ParseTriggers(value, path, &spec);
           return Error(path, UnknownKeyProblem(key, kFunctionKeys));
         }));
 
@@ -552,9 +632,10 @@ class ManifestParser {
         });
   }
 
-  // Triggers are accepted now so manifests written for later versions deploy; only their shape
-  // is checked: a list of single-key maps, each a known trigger kind with a map of settings.
-  Status ParseTriggers(const YAML::Node& value, const std::string& path) const {
+  // Triggers: a list of single-key maps, each a known trigger kind with a map of settings.
+  // mqtt triggers are parsed into spec->mqtt_triggers; http and timer ones are accepted so
+  // manifests written for later versions deploy, but only their shape is checked.
+  Status ParseTriggers(const YAML::Node& value, const std::string& path, FunctionSpec* spec) const {
     if (value.IsNull()) return Status::Ok();
     if (!value.IsSequence()) {
       return Error(path, fmt::format("expected a list (e.g. - http: {{ path: /hello }}), found {}",
@@ -574,11 +655,74 @@ class ManifestParser {
                                     Quote(entry.first.Scalar())));
       }
       std::string kind_path = fmt::format("{}.{}", p, entry.first.Scalar());
+      if (entry.first.Scalar() == "mqtt") {
+        ASSIGN_OR_RETURN(MqttTriggerSpec mqtt, ParseMqttTrigger(entry.second, kind_path));
+        spec->mqtt_triggers.push_back(std::move(mqtt));
+        continue;
+      }
       if (!entry.second.IsNull()) {
         RETURN_IF_ERROR(ExpectMap(entry.second, kind_path, "a map of trigger settings"));
       }
     }
     return Status::Ok();
+  }
+
+  // `mqtt: { topic: plant/+/pump/#, qos: 1, group: alerts }`.
+  Result<MqttTriggerSpec> ParseMqttTrigger(const YAML::Node& value, const std::string& path) const {
+    MqttTriggerSpec mqtt;
+    bool has_topic = false;
+    if (!value.IsNull()) {
+      RETURN_IF_ERROR(ExpectMap(value, path, "a map (topic, qos, group)"));
+      RETURN_IF_ERROR(ForEachEntry(
+          value, path,
+          [&](const std::string& k, const YAML::Node& v, const std::string& p) -> Status {
+            if (k == "topic") {
+              ASSIGN_OR_RETURN(mqtt.topic, String(v, p));
+              if (std::optional<std::string> problem = TopicFilterProblem(mqtt.topic)) {
+                return Error(p, *problem);
+              }
+              has_topic = true;
+              return Status::Ok();
+            }
+            if (k == "qos") {
+              ASSIGN_OR_RETURN(auto qos, Integer(v, p, INT64_MIN, INT64_MAX));
+              if (qos == 2) {
+                return Error(p,
+                             "QoS 2 is not supported: wisp acknowledges a QoS 1 message after the "
+                             "function ran (at least once), so use qos: 1 and make the handler "
+                             "safe to run twice, or qos: 0 (at most once)");
+              }
+              if (qos != 0 && qos != 1) {
+                return Error(p, fmt::format("{} is not a QoS level (use 0 or 1)", qos));
+              }
+              mqtt.qos = static_cast<int>(qos);
+              return Status::Ok();
+            }
+            if (k == "group") {
+              ASSIGN_OR_RETURN(mqtt.group, String(v, p));
+              if (mqtt.group.find_first_of("/+#") != std::string::npos) {
+                return Error(p, fmt::format("{} must not contain '/', '+' or '#' (it becomes "
+                                            "$share/<group>/<topic>)",
+                                            Quote(mqtt.group)));
+              }
+              if (!IsValidFunctionName(mqtt.group)) {
+                return Error(p, fmt::format("{} is not a group name (use 1-63 lower-case letters, "
+                                            "digits and '-', starting and ending with a letter or "
+                                            "digit)",
+                                            Quote(mqtt.group)));
+              }
+              return Status::Ok();
+            }
+            if (Contains(kMqttReservedKeys, k)) {
+              return Error(p, "not supported yet (reserved for a later version of wisp)");
+            }
+            return Error(p, UnknownKeyProblem(k, kMqttTriggerKeys));
+          }));
+    }
+    if (!has_topic) {
+      return Error(Join(path, "topic"), "is required (e.g. mqtt: { topic: plant/+/pump })");
+    }
+    return mqtt;
   }
 
   // Aliases let a 1 MiB manifest name one large map thousands of times, and the walk (and the

@@ -23,11 +23,13 @@ FunctionMetrics::FunctionMetrics(std::string name, std::string runtime, int shar
 FunctionMetrics::Totals FunctionMetrics::Sum() const {
   Totals t;
   for (const auto& s : shards_) {
-    t.invocations += s->invocations_ok.Get() + s->invocations_error.Get();
-    t.errors += s->invocations_error.Get();
+    for (const auto& trigger : s->by_trigger) {
+      t.invocations += trigger.ok.Get() + trigger.error.Get();
+      t.errors += trigger.error.Get();
+      t.duration_seconds_sum += static_cast<double>(trigger.duration.SumNanos()) / 1e9;
+    }
     t.cold_starts += s->cold_starts.Get();
     t.instances += s->instances.load(std::memory_order_relaxed);
-    t.duration_seconds_sum += static_cast<double>(s->duration.SumNanos()) / 1e9;
   }
   return t;
 }
@@ -61,9 +63,9 @@ void Family(std::string& out, std::string_view name, std::string_view type, std:
 
 // Label values here are function names (validated DNS labels) and closed sets, so they need no
 // escaping; keep it that way rather than escaping on every scrape.
+template <typename Pick>  // (const FunctionShardMetrics&) -> const ShardHistogram&
 void RenderHistogram(std::string& out, std::string_view metric, const std::string& labels,
-                     const FunctionMetrics& fm, int shards,
-                     const ShardHistogram& (*pick)(const FunctionShardMetrics&)) {
+                     const FunctionMetrics& fm, int shards, Pick pick) {
   std::uint64_t cumulative = 0, total = 0, sum_nanos = 0;
   std::array<std::uint64_t, kLatencyBuckets.size() + 1> buckets{};
   for (int s = 0; s < shards; ++s) {
@@ -148,14 +150,23 @@ std::string MetricsRegistry::RenderPrometheus(std::string_view version,
   using M = const FunctionShardMetrics&;
 
   Family(out, "wisp_function_invocations_total", "counter", "Function invocations, by outcome.");
+  // HTTP series always exist (every function can be invoked); others once they have counts.
+  auto trigger_used = [&](const FunctionMetrics& fm, std::size_t t) {
+    return t == 0 ||
+           sum(fm, [t](M m) { return m.by_trigger[t].ok.Get() + m.by_trigger[t].error.Get(); }) > 0;
+  };
+  auto trigger_name = [](std::size_t t) { return TriggerKindName(static_cast<TriggerKind>(t)); };
   for (const auto& fm : functions) {
-    const auto ok = sum(*fm, [](M m) { return m.invocations_ok.Get(); });
-    const auto err = sum(*fm, [](M m) { return m.invocations_error.Get(); });
-    for (auto [status, n] : {std::pair{"success", ok}, std::pair{"error", err}}) {
-      fmt::format_to(it,
-                     "wisp_function_invocations_total{{function=\"{}\",runtime=\"{}\","
-                     "trigger=\"http\",status=\"{}\"}} {}\n",
-                     fm->name(), fm->runtime(), status, n);
+    for (std::size_t t = 0; t < kTriggerKindCount; ++t) {
+      if (!trigger_used(*fm, t)) continue;
+      const auto ok = sum(*fm, [t](M m) { return m.by_trigger[t].ok.Get(); });
+      const auto err = sum(*fm, [t](M m) { return m.by_trigger[t].error.Get(); });
+      for (auto [status, n] : {std::pair{"success", ok}, std::pair{"error", err}}) {
+        fmt::format_to(it,
+                       "wisp_function_invocations_total{{function=\"{}\",runtime=\"{}\","
+                       "trigger=\"{}\",status=\"{}\"}} {}\n",
+                       fm->name(), fm->runtime(), trigger_name(t), status, n);
+      }
     }
   }
   Family(out, "wisp_function_errors_total", "counter", "Failed invocations, by error kind.");
@@ -183,6 +194,18 @@ std::string MetricsRegistry::RenderPrometheus(std::string_view version,
     fmt::format_to(it, "wisp_function_emits_total{{function=\"{}\"}} {}\n", fm->name(),
                    sum(*fm, [](M m) { return m.emits.Get(); }));
   }
+  Family(out, "wisp_function_emit_failures_total", "counter",
+         "Actions that could not be handed to the broker.");
+  for (const auto& fm : functions) {
+    fmt::format_to(it, "wisp_function_emit_failures_total{{function=\"{}\"}} {}\n", fm->name(),
+                   sum(*fm, [](M m) { return m.emit_failures.Get(); }));
+  }
+  Family(out, "wisp_function_dead_letters_total", "counter",
+         "Events refused before the function ran (malformed payload).");
+  for (const auto& fm : functions) {
+    fmt::format_to(it, "wisp_function_dead_letters_total{{function=\"{}\"}} {}\n", fm->name(),
+                   sum(*fm, [](M m) { return m.dead_letters.Get(); }));
+  }
   Family(out, "wisp_function_instances", "gauge", "Warm instances, idle or busy.");
   for (const auto& fm : functions) {
     fmt::format_to(it, "wisp_function_instances{{function=\"{}\",runtime=\"{}\"}} {}\n", fm->name(),
@@ -195,11 +218,15 @@ std::string MetricsRegistry::RenderPrometheus(std::string_view version,
   }
   Family(out, "wisp_function_duration_seconds", "histogram", "Handler run time.");
   for (const auto& fm : functions) {
-    RenderHistogram(
-        out, "wisp_function_duration_seconds",
-        fmt::format("function=\"{}\",runtime=\"{}\",trigger=\"http\"", fm->name(), fm->runtime()),
-        *fm, shards,
-        [](const FunctionShardMetrics& m) -> const ShardHistogram& { return m.duration; });
+    for (std::size_t t = 0; t < kTriggerKindCount; ++t) {
+      if (!trigger_used(*fm, t)) continue;
+      RenderHistogram(out, "wisp_function_duration_seconds",
+                      fmt::format("function=\"{}\",runtime=\"{}\",trigger=\"{}\"", fm->name(),
+                                  fm->runtime(), trigger_name(t)),
+                      *fm, shards, [t](const FunctionShardMetrics& m) -> const ShardHistogram& {
+                        return m.by_trigger[t].duration;
+                      });
+    }
   }
   Family(out, "wisp_function_cold_start_seconds", "histogram", "Time to create an instance.");
   for (const auto& fm : functions) {

@@ -20,6 +20,7 @@
 #include <string>
 #include <vector>
 
+#include "wisp/event.h"
 #include "wisp/status.h"
 
 namespace wisp {
@@ -58,14 +59,24 @@ class ShardCounter {
 
 inline constexpr std::size_t kStatusCodeCount = static_cast<std::size_t>(StatusCode::kInternal) + 1;
 
+inline constexpr std::size_t kTriggerKindCount = 3;  // TriggerKind: http, mqtt, timer
+
+// Invocations that one kind of trigger caused.
+struct TriggerMetrics {
+  ShardCounter ok;
+  ShardCounter error;
+  ShardHistogram duration;
+};
+
 // One function's counters on one shard.
 struct alignas(64) FunctionShardMetrics {
-  ShardCounter invocations_ok;
-  ShardCounter invocations_error;
+  std::array<TriggerMetrics, kTriggerKindCount> by_trigger;
+  TriggerMetrics& trigger(TriggerKind kind) { return by_trigger[static_cast<std::size_t>(kind)]; }
   std::array<ShardCounter, kStatusCodeCount> errors_by_kind;
   ShardCounter cold_starts;
   ShardCounter emits;
-  ShardHistogram duration;
+  ShardCounter emit_failures;  // no broker connection, or it refused
+  ShardCounter dead_letters;   // events refused before the function ran (malformed payload)
   ShardHistogram cold_start_duration;
   std::atomic<std::int64_t> instances{0};
   std::atomic<std::int64_t> in_flight{0};

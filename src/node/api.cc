@@ -192,40 +192,21 @@ void Shard::HandleInvoke(const Route& route, HttpRequest& request, HttpResponse&
   event.headers = header_views_;
   event.body = request.body();
 
-  FunctionShardMetrics& metrics = sf->fn->metrics->shard(index_);
-  auto fail = [&](const Status& status, int http_status = 0) {
-    metrics.invocations_error.Add();
-    metrics.errors_by_kind[static_cast<std::size_t>(status.code())].Add();
-    SetErrorResponse(status, response, http_status);
-  };
-
   std::optional<json> decoded;
   if (!event.body.empty() && IsJsonContentType(event.content_type)) {
     auto parsed = DecodeJsonBody(event.body);
-    if (!parsed.ok()) return fail(parsed.status());
+    if (!parsed.ok()) {
+      CountFailure(*sf, event, parsed.status());
+      return SetErrorResponse(parsed.status(), response);
+    }
     decoded.emplace(std::move(*parsed));
     event.json = &*decoded;
   }
 
   bool cold = false;
-  auto instance = AcquireInstance(*sf, &cold);
-  if (!instance.ok()) return fail(instance.status());
-
-  host_.Bind(sf->fn.get(), &metrics);
-  metrics.in_flight.fetch_add(1, std::memory_order_relaxed);
-  const auto start = std::chrono::steady_clock::now();
-  Result<Reply> reply = (*instance)->Invoke(event, host_);
-  const auto elapsed = std::chrono::steady_clock::now() - start;
-  metrics.in_flight.fetch_sub(1, std::memory_order_relaxed);
-  metrics.duration.Record(elapsed);
-  ReleaseInstance(*sf, std::move(*instance), reply.status());
-
+  Result<Reply> reply = RunFunction(*sf, event, &cold);
   if (cold) response.set("X-Wisp-Cold-Start", "1");
-  if (!reply.ok()) {
-    sf->fn->log->Append(LogLevel::kError, reply.status().ToString());
-    return fail(reply.status());
-  }
-  metrics.invocations_ok.Add();
+  if (!reply.ok()) return SetErrorResponse(reply.status(), response);
   response.result(static_cast<unsigned>(reply->status));
   for (const auto& [name, value] : reply->headers) {
     if (IsSafeHeader(name, value) && !IsReservedHeader(name)) response.set(name, value);
@@ -255,7 +236,7 @@ void Shard::HandleDeploy(HttpRequest& request, HttpResponse& response) {
   }
   auto deployed = services_.catalog->Deploy(*bundle);
   if (!deployed.ok()) return SetErrorResponse(deployed.status(), response);
-  if (services_.prewarm_all) services_.prewarm_all();
+  if (services_.on_catalog_changed) services_.on_catalog_changed();
   json list = json::array();
   for (const auto& fn : *deployed) {
     list.push_back(
@@ -297,6 +278,7 @@ void Shard::HandleDelete(const Route& route, HttpResponse& response) {
                             response);
   }
   SyncCatalog();
+  if (services_.on_catalog_changed) services_.on_catalog_changed();
   SetJson(response, http::status::ok, {{"deleted", name}});
 }
 

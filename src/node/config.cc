@@ -162,6 +162,16 @@ Status ReadConfig(ConfigReader& root, NodeConfig* c) {
     return Status::Ok();
   }));
   RETURN_IF_ERROR(state.CheckNoUnknownKeys());
+  ASSIGN_OR_RETURN(ConfigReader mqtt, root.Child("mqtt"));
+  RETURN_IF_ERROR(mqtt.String("broker", &c->mqtt.broker));
+  RETURN_IF_ERROR(mqtt.String("client_id", &c->mqtt.client_id));
+  RETURN_IF_ERROR(mqtt.String("username", &c->mqtt.username));
+  RETURN_IF_ERROR(mqtt.String("password", &c->mqtt.password));
+  RETURN_IF_ERROR(mqtt.String("ca_file", &c->mqtt.ca_file));
+  RETURN_IF_ERROR(mqtt.String("cert_file", &c->mqtt.cert_file));
+  RETURN_IF_ERROR(mqtt.String("key_file", &c->mqtt.key_file));
+  RETURN_IF_ERROR(mqtt.String("dead_letter_topic", &c->mqtt.dead_letter_topic));
+  RETURN_IF_ERROR(mqtt.CheckNoUnknownKeys());
   return root.CheckNoUnknownKeys();
 }
 

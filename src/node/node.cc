@@ -19,6 +19,7 @@
 #include <nlohmann/json.hpp>
 
 #include "extensions/builtin.h"
+#include "node/mqtt_triggers.h"
 #include "node/node.h"
 #include "node/shard.h"
 
@@ -135,10 +136,27 @@ int RunNode(const NodeConfig& input_config) {
     port = shard->port();  // with port 0 the first shard picks; the others join it
     shards.push_back(std::move(shard));
   }
-  services.prewarm_all = [&shards] {
+  std::unique_ptr<MqttTriggers> mqtt;
+  if (!config.mqtt.broker.empty()) {
+    std::vector<Shard*> shard_pointers;
+    for (auto& shard : shards) shard_pointers.push_back(shard.get());
+    auto created = MqttTriggers::Create(config.mqtt, services, shard_pointers);
+    if (!created.ok()) return fail(created.status().WithContext("mqtt"));
+    mqtt = std::move(*created);
+    services.publish = [m = mqtt.get()](std::string_view topic, std::string_view payload,
+                                        const EmitOptions& options) {
+      return m->Publish(topic, payload, options);
+    };
+    services.dead_letter = [m = mqtt.get()](const std::string& function,
+                                            const MqttDelivery& delivery, const Status& why) {
+      m->PublishDeadLetter(function, delivery, why);
+    };
+  }
+  services.on_catalog_changed = [&shards, m = mqtt.get()] {
     for (auto& shard : shards) {
       boost::asio::post(shard->io(), [s = shard.get()] { s->Prewarm(); });
     }
+    if (m) m->Sync();
   };
 
   for (const std::string& dir : config.deploy_dirs) {
@@ -151,7 +169,11 @@ int RunNode(const NodeConfig& input_config) {
                    fn->spec->runtime, fn->spec->version);
     }
   }
-  services.prewarm_all();
+  services.on_catalog_changed();
+  if (mqtt) {
+    if (Status started = mqtt->Start(); !started.ok()) return fail(started.WithContext("mqtt"));
+    spdlog::info("mqtt: using broker {}", config.mqtt.broker);
+  }
 
   const std::string url =
       fmt::format("http://{}:{}",
@@ -191,6 +213,9 @@ int RunNode(const NodeConfig& input_config) {
   spdlog::info("received {}, draining in-flight requests (up to {} ms)",
                signal_number == SIGTERM ? "SIGTERM" : "SIGINT", config.drain_timeout.count());
   services.draining = true;
+  // MQTT first: a QoS 1 message being run finishes (and is acknowledged) while the shards still
+  // run; nothing new arrives after.
+  if (mqtt) mqtt->Stop(config.drain_timeout);
   for (auto& shard : shards) {
     boost::asio::post(shard->io(), [s = shard.get()] { s->Drain(); });
   }

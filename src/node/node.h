@@ -20,6 +20,14 @@ struct HttpConfig {
   std::chrono::milliseconds idle_timeout{60'000};  // keep-alive connection with no request
 };
 
+struct MqttConfig {
+  std::string broker;     // mqtt://HOST:PORT or mqtts://HOST:PORT; empty: no MQTT triggers
+  std::string client_id;  // names the persistent session; empty: "wisp-<hostname>"
+  std::string username, password;
+  std::string ca_file, cert_file, key_file;  // for mqtts://
+  std::string dead_letter_topic;             // malformed payloads are also published here
+};
+
 struct NodeConfig {
   std::string listen_host = "127.0.0.1";
   std::uint16_t listen_port = 8080;  // 0: pick a free port (written to <data>/node.json)
@@ -28,6 +36,7 @@ struct NodeConfig {
   HttpConfig http;
   std::string state_backend = "sqlite";
   bool state_sync_full = false;
+  MqttConfig mqtt;
   std::string log_level = "info";
   std::chrono::milliseconds drain_timeout{10'000};
   std::vector<std::string> deploy_dirs;  // function directories deployed at start (--deploy)

@@ -13,6 +13,7 @@ struct NodeFlags {
   std::string listen;
   std::string data_dir;
   std::string config_file;
+  std::string broker;
   int shards = -1;
   std::vector<std::string> deploy_dirs;
 };

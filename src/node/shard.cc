@@ -1,7 +1,10 @@
 #include "node/shard.h"
 
+#include "common/quote.h"
+
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
+#include <nlohmann/json.hpp>
 
 namespace wisp {
 
@@ -108,6 +111,82 @@ void Shard::ReleaseInstance(ShardFunction& sf, InstancePtr instance, const Statu
   --sf.instances;
 }
 
+void Shard::CountFailure(ShardFunction& sf, const Event& event, const Status& status) {
+  FunctionShardMetrics& metrics = sf.fn->metrics->shard(index_);
+  metrics.trigger(event.trigger).error.Add();
+  metrics.errors_by_kind[static_cast<std::size_t>(status.code())].Add();
+}
+
+Result<Reply> Shard::RunFunction(ShardFunction& sf, const Event& event, bool* cold) {
+  auto instance = AcquireInstance(sf, cold);
+  if (!instance.ok()) {
+    CountFailure(sf, event, instance.status());
+    return instance.status();
+  }
+  FunctionShardMetrics& metrics = sf.fn->metrics->shard(index_);
+  host_.Bind(sf.fn.get(), &metrics);
+  metrics.in_flight.fetch_add(1, std::memory_order_relaxed);
+  const auto start = std::chrono::steady_clock::now();
+  Result<Reply> reply = (*instance)->Invoke(event, host_);
+  const auto elapsed = std::chrono::steady_clock::now() - start;
+  metrics.in_flight.fetch_sub(1, std::memory_order_relaxed);
+  metrics.trigger(event.trigger).duration.Record(elapsed);
+  ReleaseInstance(sf, std::move(*instance), reply.status());
+  if (!reply.ok()) {
+    sf.fn->log->Append(LogLevel::kError, reply.status().ToString());
+    CountFailure(sf, event, reply.status());
+  } else {
+    metrics.trigger(event.trigger).ok.Add();
+  }
+  return reply;
+}
+
+void Shard::DeliverMqtt(const std::string& function, const MqttDelivery& delivery) {
+  ShardFunction* sf = FindFunction(function);
+  if (sf == nullptr) return;  // deleted since the message was routed
+  Event event;
+  event.trigger = TriggerKind::kMqtt;
+  event.id = (static_cast<std::uint64_t>(index_) << 56) | ++next_event_seq_;
+  event.timestamp = delivery.received_at;
+  event.topic = delivery.topic;
+  event.content_type = delivery.content_type;
+  event.body = delivery.payload;
+
+  // Payloads are decoded once here: JSON by content type or by its look, CBOR by content type.
+  // One that does not decode is a dead letter: recorded with its reason, never run.
+  std::optional<nlohmann::json> decoded;
+  Status bad_payload;
+  if (delivery.content_type.starts_with("application/cbor")) {
+    auto value = nlohmann::json::from_cbor(delivery.payload, /*strict=*/true,
+                                           /*allow_exceptions=*/false);
+    if (value.is_discarded())
+      bad_payload = InvalidArgument("payload is not valid CBOR");
+    else
+      decoded.emplace(std::move(value));
+  } else if (IsJsonContentType(delivery.content_type) ||
+             (delivery.content_type.empty() && LooksLikeJson(delivery.payload))) {
+    auto parsed = DecodeJsonBody(delivery.payload);
+    if (parsed.ok())
+      decoded.emplace(std::move(*parsed));
+    else
+      bad_payload = parsed.status();
+  }
+  if (!bad_payload.ok()) {
+    sf->fn->metrics->shard(index_).dead_letters.Add();
+    constexpr std::size_t kPreview = 256;
+    sf->fn->log->Append(LogLevel::kWarn,
+                        fmt::format("dead letter from {}: {} (payload: {}{})", delivery.topic,
+                                    bad_payload.message(),
+                                    QuoteUntrusted(delivery.payload.substr(0, kPreview), kPreview),
+                                    delivery.payload.size() > kPreview ? "..." : ""));
+    if (services_.dead_letter) services_.dead_letter(function, delivery, bad_payload);
+    return;
+  }
+  if (decoded) event.json = &*decoded;
+  bool cold = false;
+  (void)RunFunction(*sf, event, &cold);  // failures are counted and logged by RunFunction
+}
+
 void Shard::Host::Log(LogLevel level, std::string_view message) {
   fn_->log->Append(level, message);
 }
@@ -121,8 +200,19 @@ Status Shard::Host::Emit(std::string_view topic, std::string_view payload,
   if (options.qos < 0 || options.qos > 2) {
     return InvalidArgument(fmt::format("emit: qos must be 0, 1 or 2, not {}", options.qos));
   }
+  if (shard_.services_.publish) {
+    Status published = shard_.services_.publish(topic, payload, options);
+    if (!published.ok()) {
+      metrics_->emit_failures.Add();
+      fn_->log->Append(LogLevel::kWarn,
+                       fmt::format("emit {} not sent: {}", topic, published.message()));
+      return Status::Ok();  // the handler carries on; a durable outbox is a later stage
+    }
+    metrics_->emits.Add();
+    return Status::Ok();
+  }
   metrics_->emits.Add();
-  // Until the MQTT action sink exists the action is recorded in the function's log.
+  // With no broker configured the action is recorded in the function's log.
   constexpr std::size_t kPreview = 512;
   fn_->log->Append(
       LogLevel::kInfo,

@@ -27,6 +27,16 @@
 
 namespace wisp {
 
+// An MQTT message routed to a shard; owned by the routing code until delivered.
+struct MqttDelivery {
+  std::string topic;
+  std::string payload;
+  std::string content_type;
+  int qos = 0;
+  bool retain = false;
+  std::chrono::system_clock::time_point received_at;
+};
+
 // What every shard shares. Owned by RunNode, outlives the shards; all members thread-safe.
 struct NodeServices {
   const NodeConfig* config = nullptr;
@@ -36,8 +46,15 @@ struct NodeServices {
   std::string token;  // the control API's bearer token
   std::atomic<bool> draining{false};
   int shard_count = 1;
-  // Asks every shard to create the warm instances the catalog now calls for.
-  std::function<void()> prewarm_all;
+  // Asks every shard to create the warm instances the catalog now calls for, and the MQTT
+  // triggers to follow the catalog's subscriptions. Called after every deploy or delete.
+  std::function<void()> on_catalog_changed;
+  // Publishes an action through the broker; empty when no broker is configured. Thread-safe.
+  std::function<Status(std::string_view topic, std::string_view payload, const EmitOptions&)>
+      publish;
+  // Records a dead letter beyond the function's log (a dead-letter topic); may be empty.
+  std::function<void(const std::string& function, const MqttDelivery&, const Status& why)>
+      dead_letter;
 };
 
 class Shard final : public HttpHandler {
@@ -56,6 +73,9 @@ class Shard final : public HttpHandler {
   // Both are posted to the shard's loop by other threads.
   void Prewarm();  // brings every function up to its scale.min warm instances
   void Drain();    // stops accepting; in-flight requests finish
+
+  // Runs `function` on an MQTT message; posted by the MQTT trigger. Shard thread only.
+  void DeliverMqtt(const std::string& function, const MqttDelivery& delivery);
 
   // HttpHandler
   std::uint64_t BodyLimit(const HttpRequestHead& head) const override;
@@ -94,6 +114,10 @@ class Shard final : public HttpHandler {
   void DropInstances(ShardFunction& sf);
   Result<InstancePtr> AcquireInstance(ShardFunction& sf, bool* cold);
   void ReleaseInstance(ShardFunction& sf, InstancePtr instance, const Status& outcome);
+
+  // Acquire an instance, run, release, account. Errors are counted and logged here.
+  Result<Reply> RunFunction(ShardFunction& sf, const Event& event, bool* cold);
+  void CountFailure(ShardFunction& sf, const Event& event, const Status& status);
 
   bool Authorized(std::string_view authorization) const;  // constant-time token check
   void HandleInvoke(const Route& route, HttpRequest& request, HttpResponse& response);

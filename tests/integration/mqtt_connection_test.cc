@@ -24,72 +24,10 @@
 #include <vector>
 
 #include "broker.h"
+#include "mqtt_inbox.h"
 
 namespace wisp::testing {
 namespace {
-
-using std::chrono::seconds;
-
-struct Received {
-  std::string topic, payload, content_type;
-  int qos = 0;
-  bool retain = false;
-};
-
-// Collects messages from the mosquitto thread for the test thread.
-class Inbox {
- public:
-  MessageHandler Handler() {
-    return [this](const MqttMessage& m) {
-      std::lock_guard lock(mu_);
-      messages_.push_back({std::string(m.topic), std::string(m.payload),
-                           std::string(m.content_type), m.qos, m.retain});
-      cv_.notify_all();
-    };
-  }
-  std::vector<Received> Snapshot() const {
-    std::lock_guard lock(mu_);
-    return messages_;
-  }
-  // Messages on `topic`, in arrival order.
-  std::vector<Received> On(const std::string& topic) const {
-    std::vector<Received> out;
-    for (auto& m : Snapshot()) {
-      if (m.topic == topic) out.push_back(m);
-    }
-    return out;
-  }
-  // Waits (generously) until `pred` holds for the messages so far.
-  bool WaitFor(const std::function<bool(const std::vector<Received>&)>& pred,
-               std::chrono::milliseconds timeout = seconds(20)) const {
-    std::unique_lock lock(mu_);
-    return cv_.wait_for(lock, timeout, [&] { return pred(messages_); });
-  }
-  bool WaitForTopic(const std::string& topic, seconds timeout = seconds(20)) const {
-    return WaitFor(
-        [&](const std::vector<Received>& ms) {
-          for (auto& m : ms) {
-            if (m.topic == topic) return true;
-          }
-          return false;
-        },
-        timeout);
-  }
-
- private:
-  mutable std::mutex mu_;
-  mutable std::condition_variable cv_;
-  std::vector<Received> messages_;
-};
-
-bool WaitUntil(const std::function<bool()>& pred, seconds timeout = seconds(15)) {
-  const auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (std::chrono::steady_clock::now() < deadline) {
-    if (pred()) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-  return pred();
-}
 
 class MqttConnectionTest : public ::testing::Test {
  protected:

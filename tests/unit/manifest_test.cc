@@ -73,6 +73,10 @@ TEST(ManifestTest, ParsesEveryKey) {
   EXPECT_EQ(f.scale_min, 0);
   EXPECT_EQ(f.scale_max, 8);
   EXPECT_EQ(f.auth, AuthMode::kToken);
+  ASSERT_EQ(f.mqtt_triggers.size(), 1u);
+  EXPECT_EQ(f.mqtt_triggers[0].topic, "plant/+/pump/#");
+  EXPECT_EQ(f.mqtt_triggers[0].qos, 1);
+  EXPECT_EQ(f.mqtt_triggers[0].group, "alerts");
   EXPECT_EQ(specs[1].name, "hello");
 }
 
@@ -91,6 +95,7 @@ TEST(ManifestTest, Defaults) {
   EXPECT_EQ(f.scale_min, 1);
   EXPECT_EQ(f.scale_max, 8);
   EXPECT_EQ(f.auth, AuthMode::kPublic);
+  EXPECT_TRUE(f.mqtt_triggers.empty());
 }
 
 TEST(ManifestTest, SingleFunctionForm) {
@@ -152,6 +157,98 @@ TEST(ManifestTest, EmptyCollectionsAreAccepted) {
   ParseOk(
       "name: a\nruntime: lua\nhandler: h.lua\nenvironment:\nlabels: {}\nsecrets: []\n"
       "triggers: []\n");
+}
+
+// One good mqtt trigger per row: the parsed MqttTriggerSpec.
+struct GoodMqttTrigger {
+  const char* yaml;  // the value of `- mqtt:`
+  const char* topic;
+  int qos;
+  const char* group;
+};
+
+class GoodMqttTriggerTest : public testing::TestWithParam<GoodMqttTrigger> {};
+
+TEST_P(GoodMqttTriggerTest, IsParsed) {
+  const GoodMqttTrigger& c = GetParam();
+  std::vector<FunctionSpec> specs = ParseOk(
+      std::string("name: a\nruntime: lua\nhandler: h.lua\ntriggers:\n  - mqtt: ") + c.yaml + "\n");
+  ASSERT_EQ(specs.size(), 1u);
+  ASSERT_EQ(specs[0].mqtt_triggers.size(), 1u);
+  const MqttTriggerSpec& t = specs[0].mqtt_triggers[0];
+  EXPECT_EQ(t.topic, c.topic);
+  EXPECT_EQ(t.qos, c.qos);
+  EXPECT_EQ(t.group, c.group);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    ManifestMqtt, GoodMqttTriggerTest,
+    testing::Values(GoodMqttTrigger{"{ topic: plant/+/pump/#, qos: 1, group: alerts }",
+                                    "plant/+/pump/#", 1, "alerts"},
+                    GoodMqttTrigger{"{ topic: a/b }", "a/b", 1, ""},  // qos defaults to 1, no group
+                    GoodMqttTrigger{"{ topic: a/b, qos: 0 }", "a/b", 0, ""},
+                    GoodMqttTrigger{"{ topic: '#' }", "#", 1, ""},
+                    GoodMqttTrigger{"{ topic: '+' }", "+", 1, ""},
+                    GoodMqttTrigger{"{ topic: +/+/# }", "+/+/#", 1, ""},
+                    GoodMqttTrigger{"{ topic: / }", "/", 1, ""},  // two empty levels
+                    GoodMqttTrigger{"{ topic: a//b/ }", "a//b/", 1, ""},
+                    GoodMqttTrigger{"{ topic: /+ }", "/+", 1, ""},
+                    GoodMqttTrigger{"{ topic: $SYS/broker/# }", "$SYS/broker/#", 1, ""},
+                    GoodMqttTrigger{"{ topic: $share }", "$share", 1,
+                                    ""},  // a plain topic named $share
+                    GoodMqttTrigger{"{ topic: caf\xc3\xa9/Temp }", "caf\xc3\xa9/Temp", 1, ""},
+                    GoodMqttTrigger{"{ topic: 42 }", "42", 1, ""},
+                    GoodMqttTrigger{"{ topic: a, group: g-1 }", "a", 1, "g-1"}));
+
+TEST(ManifestTest, SeveralMqttTriggersKeepTheirOrder) {
+  std::vector<FunctionSpec> specs = ParseOk(
+      "name: a\nruntime: lua\nhandler: h.lua\ntriggers:\n"
+      "  - mqtt:\n      topic: a/#\n      qos: 0\n"
+      "  - http: { path: /a }\n"
+      "  - mqtt: { topic: b/+, group: workers }\n");
+  ASSERT_EQ(specs.size(), 1u);
+  ASSERT_EQ(specs[0].mqtt_triggers.size(), 2u);
+  EXPECT_EQ(specs[0].mqtt_triggers[0].topic, "a/#");
+  EXPECT_EQ(specs[0].mqtt_triggers[0].qos, 0);
+  EXPECT_EQ(specs[0].mqtt_triggers[1].topic, "b/+");
+  EXPECT_EQ(specs[0].mqtt_triggers[1].qos, 1);
+  EXPECT_EQ(specs[0].mqtt_triggers[1].group, "workers");
+}
+
+TEST(ManifestTest, MqttTopicLengthLimit) {
+  std::string base = "name: a\nruntime: lua\nhandler: h.lua\ntriggers:\n  - mqtt: { topic: ";
+  std::vector<FunctionSpec> specs = ParseOk(base + std::string(65535, 'a') + " }\n");
+  ASSERT_EQ(specs.size(), 1u);
+  ASSERT_EQ(specs[0].mqtt_triggers.size(), 1u);
+  EXPECT_EQ(specs[0].mqtt_triggers[0].topic.size(), 65535u);
+  EXPECT_EQ(ParseError(base + std::string(65536, 'a') + " }\n"),
+            "wisp.yaml: triggers[0].mqtt.topic: is 65536 bytes long; MQTT allows at most 65535");
+}
+
+TEST(ManifestTest, MqttTriggerMessages) {
+  const std::string base = "name: a\nruntime: lua\nhandler: h.lua\ntriggers:\n  - mqtt: ";
+  std::string message = ParseError(base + "{ topic: a, qos: 2 }\n");
+  EXPECT_EQ(message.rfind("wisp.yaml: triggers[0].mqtt.qos: QoS 2 is not supported", 0), 0u)
+      << message;
+  EXPECT_NE(message.find("acknowledges a QoS 1 message after the function ran"), std::string::npos)
+      << message;
+  message = ParseError(base + "{ topic: a, qso: 1 }\n");
+  EXPECT_EQ(message.rfind("wisp.yaml: triggers[0].mqtt.qso: unknown key; did you mean 'qos'?", 0),
+            0u)
+      << message;
+  for (const char* key : {"filters", "format"}) {
+    message = ParseError(base + "{ topic: a, " + key + ": x }\n");
+    EXPECT_EQ(
+        message.rfind(std::string("wisp.yaml: triggers[0].mqtt.") + key + ": not supported yet", 0),
+        0u)
+        << message;
+  }
+  message = ParseError(base + "{ topic: $share/g/a }\n");
+  EXPECT_NE(message.find("group:"), std::string::npos) << message;
+  EXPECT_EQ(ParseError(base + "\n"),
+            "wisp.yaml: triggers[0].mqtt.topic: is required (e.g. mqtt: { topic: plant/+/pump })");
+  EXPECT_NE(ParseError(base + "{ topic: \"a\\0b\" }\n").find("NUL"), std::string::npos);
+  EXPECT_NE(ParseError(base + "{ topic: \"a\\x01b\" }\n").find("control"), std::string::npos);
 }
 
 // One bad value per row: the error must name the field, in the documented form.
@@ -233,6 +330,36 @@ INSTANTIATE_TEST_SUITE_P(
         BadField{"triggers", "[{http: {}}, {http: {}, mqtt: {}}]", "triggers[1]"},
         BadField{"triggers", "[http]", "triggers[0]"},
         BadField{"triggers", "[{http: 5}]", "triggers[0].http"},
+        BadField{"triggers", "[{mqtt: 5}]", "triggers[0].mqtt"},
+        BadField{"triggers", "[{mqtt: [a/b]}]", "triggers[0].mqtt"},
+        BadField{"triggers", "[{mqtt: }]", "triggers[0].mqtt.topic"},
+        BadField{"triggers", "[{mqtt: {qos: 1}}]", "triggers[0].mqtt.topic"},
+        BadField{"triggers", "[{mqtt: {topic: ''}}]", "triggers[0].mqtt.topic"},
+        BadField{"triggers", "[{mqtt: {topic: }}]", "triggers[0].mqtt.topic"},
+        BadField{"triggers", "[{mqtt: {topic: [a]}}]", "triggers[0].mqtt.topic"},
+        BadField{"triggers", "[{mqtt: {topic: 'a/b+/c'}}]", "triggers[0].mqtt.topic"},
+        BadField{"triggers", "[{mqtt: {topic: '+a'}}]", "triggers[0].mqtt.topic"},
+        BadField{"triggers", "[{mqtt: {topic: 'a/#/b'}}]", "triggers[0].mqtt.topic"},
+        BadField{"triggers", "[{mqtt: {topic: 'a/b#'}}]", "triggers[0].mqtt.topic"},
+        BadField{"triggers", "[{mqtt: {topic: '##'}}]", "triggers[0].mqtt.topic"},
+        BadField{"triggers", "[{mqtt: {topic: '$share/g/a/b'}}]", "triggers[0].mqtt.topic"},
+        BadField{"triggers", "[{mqtt: {topic: \"a\\0b\"}}]", "triggers[0].mqtt.topic"},
+        BadField{"triggers", "[{mqtt: {topic: \"\xff\"}}]", "triggers[0].mqtt.topic"},
+        BadField{"triggers", "[{http: {}}, {mqtt: {topic: 'a/#/b'}}]", "triggers[1].mqtt.topic"},
+        BadField{"triggers", "[{mqtt: {topic: a, qos: 2}}]", "triggers[0].mqtt.qos"},
+        BadField{"triggers", "[{mqtt: {topic: a, qos: x}}]", "triggers[0].mqtt.qos"},
+        BadField{"triggers", "[{mqtt: {topic: a, qos: -1}}]", "triggers[0].mqtt.qos"},
+        BadField{"triggers", "[{mqtt: {topic: a, qos: 1.0}}]", "triggers[0].mqtt.qos"},
+        BadField{"triggers", "[{mqtt: {topic: a, qos: }}]", "triggers[0].mqtt.qos"},
+        BadField{"triggers", "[{mqtt: {topic: a, group: 'a/b'}}]", "triggers[0].mqtt.group"},
+        BadField{"triggers", "[{mqtt: {topic: a, group: 'a+'}}]", "triggers[0].mqtt.group"},
+        BadField{"triggers", "[{mqtt: {topic: a, group: '#'}}]", "triggers[0].mqtt.group"},
+        BadField{"triggers", "[{mqtt: {topic: a, group: ''}}]", "triggers[0].mqtt.group"},
+        BadField{"triggers", "[{mqtt: {topic: a, group: Alerts}}]", "triggers[0].mqtt.group"},
+        BadField{"triggers", "[{mqtt: {topic: a, qso: 1}}]", "triggers[0].mqtt.qso"},
+        BadField{"triggers", "[{mqtt: {topic: a, filters: []}}]", "triggers[0].mqtt.filters"},
+        BadField{"triggers", "[{mqtt: {topic: a, format: json}}]", "triggers[0].mqtt.format"},
+        BadField{"triggers", "[{mqtt: {topic: a, topic: b}}]", "triggers[0].mqtt.topic"},
         BadField{"timeout", "2s", "timeout"}, BadField{"runtime_version", "1", "runtime_version"}));
 
 TEST(ManifestTest, ExampleErrorMessage) {

@@ -12,12 +12,13 @@ using std::chrono::microseconds;
 TEST(MetricsTest, SumsShardsAndRendersPrometheusText) {
   MetricsRegistry registry(2);
   auto fm = registry.ForFunction("hello", "lua");
-  fm->shard(0).invocations_ok.Add(3);
-  fm->shard(1).invocations_ok.Add(2);
-  fm->shard(1).invocations_error.Add();
+  fm->shard(0).trigger(TriggerKind::kHttp).ok.Add(3);
+  fm->shard(1).trigger(TriggerKind::kHttp).ok.Add(2);
+  fm->shard(1).trigger(TriggerKind::kHttp).error.Add();
+  fm->shard(1).trigger(TriggerKind::kMqtt).ok.Add(4);
   fm->shard(1).errors_by_kind[static_cast<std::size_t>(StatusCode::kDeadlineExceeded)].Add();
-  fm->shard(0).duration.Record(microseconds(30));    // <= 50us bucket
-  fm->shard(1).duration.Record(microseconds(2000));  // <= 2.5ms bucket
+  fm->shard(0).trigger(TriggerKind::kHttp).duration.Record(microseconds(30));    // <= 50us
+  fm->shard(1).trigger(TriggerKind::kHttp).duration.Record(microseconds(2000));  // <= 2.5ms
   fm->shard(0).cold_starts.Add();
   fm->shard(0).instances = 1;
   fm->shard(1).instances = 2;
@@ -32,6 +33,11 @@ TEST(MetricsTest, SumsShardsAndRendersPrometheusText) {
   EXPECT_TRUE(
       has("wisp_function_invocations_total{function=\"hello\",runtime=\"lua\","
           "trigger=\"http\",status=\"error\"} 1"));
+  EXPECT_TRUE(
+      has("wisp_function_invocations_total{function=\"hello\",runtime=\"lua\","
+          "trigger=\"mqtt\",status=\"success\"} 4"));
+  // Timers never fired: no series for them.
+  EXPECT_EQ(text.find("trigger=\"timer\""), std::string::npos);
   EXPECT_TRUE(has("wisp_function_errors_total{function=\"hello\",kind=\"timeout\"} 1"));
   EXPECT_TRUE(has("wisp_function_timeouts_total{function=\"hello\"} 1"));
   EXPECT_TRUE(has("wisp_function_cold_starts_total{function=\"hello\",runtime=\"lua\"} 1"));
@@ -50,7 +56,7 @@ TEST(MetricsTest, SumsShardsAndRendersPrometheusText) {
 
 TEST(MetricsTest, RedeployKeepsCountersAndDeleteForgets) {
   MetricsRegistry registry(1);
-  registry.ForFunction("f", "lua")->shard(0).invocations_ok.Add(7);
+  registry.ForFunction("f", "lua")->shard(0).trigger(TriggerKind::kHttp).ok.Add(7);
   EXPECT_EQ(registry.ForFunction("f", "lua")->Sum().invocations, 7u);
   registry.RemoveFunction("f");
   EXPECT_EQ(registry.RenderPrometheus("v", "c").find("function=\"f\""), std::string::npos);

@@ -31,6 +31,11 @@ http:
 state:
   backend: sqlite
   sync: full
+mqtt:
+  broker: mqtts://broker.plant:8883
+  client_id: edge-7
+  ca_file: /etc/wisp/ca.pem
+  dead_letter_topic: wisp/dead-letter
 )",
                                 "node.yaml");
   ASSERT_TRUE(config.ok()) << config.status().ToString();
@@ -46,6 +51,10 @@ state:
   EXPECT_EQ(config->http.header_timeout.count(), 1500);
   EXPECT_EQ(config->http.idle_timeout.count(), 60000);
   EXPECT_TRUE(config->state_sync_full);
+  EXPECT_EQ(config->mqtt.broker, "mqtts://broker.plant:8883");
+  EXPECT_EQ(config->mqtt.client_id, "edge-7");
+  EXPECT_EQ(config->mqtt.ca_file, "/etc/wisp/ca.pem");
+  EXPECT_EQ(config->mqtt.dead_letter_topic, "wisp/dead-letter");
 }
 
 TEST(NodeConfigTest, ErrorsNameTheKey) {
@@ -61,6 +70,7 @@ TEST(NodeConfigTest, ErrorsNameTheKey) {
       {"http: {header_timeout: soon}", "http.header_timeout"},
       {"http: {colour: blue}", "http.colour: unknown key"},
       {"state: {sync: sometimes}", "state.sync"},
+      {"mqtt: {brokr: x}", "mqtt.brokr: unknown key"},
       {"listn: 1", "listn: unknown key"},
       {"http: 5", "http: expected a map"},
       {"[1, 2]", "expected a map"},

@@ -1,0 +1,141 @@
+// MQTT triggers end to end: a real mosquitto, the real wispd with --broker, a function deployed
+// with the CLI, readings published by a test client and the function's actions received back.
+#include <gtest/gtest.h>
+
+#include <nlohmann/json.hpp>
+
+#include "broker.h"
+#include "harness.h"
+#include "mqtt_inbox.h"
+
+namespace wisp::testing {
+namespace {
+
+using nlohmann::json;
+
+constexpr const char* kManifest = R"(version: 1
+functions:
+  vibration:
+    runtime: lua
+    handler: handler.lua
+    environment: { LIMIT: "7.1" }
+    triggers:
+      - mqtt: { topic: "plant/+/pump/#", qos: 1 }
+)";
+
+// Emits an alert on alerts/<topic> for a reading above the limit; "ping" readings always answer,
+// so the test can tell when the subscription is live.
+constexpr const char* kHandler = R"(return { handle = function(event, ctx)
+  local r = event.json
+  if r.ping then ctx.emit("alerts/ping", { ping = r.ping }) return end
+  if r.vibration > tonumber(ctx.env("LIMIT")) then
+    ctx.emit("alerts/" .. event.topic, { vibration = r.vibration, trigger = event.trigger }, { qos = 1 })
+  end
+end })";
+
+class MqttTriggerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_TRUE(broker_.Start().ok()) << broker_.Log();
+    node_ = std::make_unique<NodeProcess>(tmp_.path() + "/data", tmp_.path() + "/wispd.log");
+    Status started = node_->Start({"--shards", "2", "--broker", broker_.url()});
+    ASSERT_TRUE(started.ok()) << started.ToString();
+    tmp_.Write("fn/wisp.yaml", kManifest);
+    tmp_.Write("fn/handler.lua", kHandler);
+    CommandResult deployed =
+        RunCli({"deploy", tmp_.path() + "/fn"}, {{"WISP_HOME", tmp_.path() + "/data"}});
+    ASSERT_EQ(deployed.exit_code, 0) << deployed.err;
+
+    MqttOptions options;
+    options.url = broker_.url();
+    options.client_id = "test-client";
+    options.clean_start = true;
+    auto client = MqttConnection::Create(options, inbox_.Handler());
+    ASSERT_TRUE(client.ok()) << client.status().ToString();
+    client_ = std::move(*client);
+    ASSERT_TRUE(client_->Subscribe("alerts/#", 1).ok());
+    ASSERT_TRUE(client_->Start().ok());
+    ASSERT_TRUE(WaitUntil([&] { return client_->connected(); }));
+    // The node subscribes in the background: ping until the function answers.
+    ASSERT_TRUE(WaitUntil(
+        [&] {
+          (void)client_->Publish("plant/x/pump/0", R"({"ping":1})", 1, false);
+          return inbox_.WaitFor([](const auto& ms) { return !ms.empty(); }, seconds(1));
+        },
+        seconds(20)))
+        << node_->Log();
+  }
+  void TearDown() override {
+    if (HasFailure()) std::cerr << "---- wispd log ----\n" << node_->Log() << "\n";
+    if (client_) client_->Stop();
+  }
+
+  std::string Logs() {
+    return RunCli({"logs", "vibration"}, {{"WISP_HOME", tmp_.path() + "/data"}}).out;
+  }
+
+  TempDir tmp_;
+  Broker broker_;
+  std::unique_ptr<NodeProcess> node_;
+  Inbox inbox_;
+  std::unique_ptr<MqttConnection> client_;
+};
+
+TEST_F(MqttTriggerTest, MatchingReadingsRunTheFunctionAndItsEmitReachesASubscriber) {
+  ASSERT_TRUE(client_->Publish("plant/a/pump/7/vibration", R"({"vibration": 9.3})", 1, false).ok());
+  ASSERT_TRUE(inbox_.WaitForTopic("alerts/plant/a/pump/7/vibration"));
+  const auto alerts = inbox_.On("alerts/plant/a/pump/7/vibration");
+  json alert = json::parse(alerts.front().payload);
+  EXPECT_DOUBLE_EQ(alert["vibration"].get<double>(), 9.3);
+  EXPECT_EQ(alert["trigger"], "mqtt");
+  EXPECT_EQ(alerts.front().content_type, "application/json");
+
+  // A reading under the limit and a topic outside the filter produce nothing; a marker
+  // published after them proves they were handled (one topic's messages stay in order).
+  ASSERT_TRUE(client_->Publish("plant/a/pump/7/vibration", R"({"vibration": 2.0})", 1, false).ok());
+  ASSERT_TRUE(client_->Publish("plant/a/valve/7/vibration", R"({"vibration": 99})", 1, false).ok());
+  ASSERT_TRUE(client_->Publish("plant/a/pump/7/vibration", R"({"vibration": 8.0})", 1, false).ok());
+  ASSERT_TRUE(inbox_.WaitFor([](const auto& ms) {
+    int n = 0;
+    for (const auto& m : ms) n += m.topic == "alerts/plant/a/pump/7/vibration";
+    return n == 2;
+  }));
+  EXPECT_TRUE(inbox_.On("alerts/plant/a/valve/7/vibration").empty());
+  EXPECT_DOUBLE_EQ(json::parse(inbox_.On("alerts/plant/a/pump/7/vibration")[1].payload)["vibration"]
+                       .get<double>(),
+                   8.0);
+}
+
+TEST_F(MqttTriggerTest, CborPayloadsAreDecodedByContentType) {
+  const std::vector<std::uint8_t> cbor = json::to_cbor(json{{"vibration", 12.5}});
+  ASSERT_TRUE(client_
+                  ->Publish("plant/b/pump/1", std::string(cbor.begin(), cbor.end()), 1, false,
+                            "application/cbor")
+                  .ok());
+  ASSERT_TRUE(inbox_.WaitForTopic("alerts/plant/b/pump/1"));
+  EXPECT_DOUBLE_EQ(
+      json::parse(inbox_.On("alerts/plant/b/pump/1").front().payload)["vibration"].get<double>(),
+      12.5);
+}
+
+TEST_F(MqttTriggerTest, MalformedPayloadsGoToTheDeadLetterRecord) {
+  ASSERT_TRUE(client_->Publish("plant/c/pump/1", R"({"vibration": )", 1, false).ok());
+  ASSERT_TRUE(client_->Publish("plant/c/pump/2", "\xff\x00", 1, false, "application/cbor").ok());
+  ASSERT_TRUE(WaitUntil([&] {
+    const std::string logs = Logs();
+    return logs.find("dead letter from plant/c/pump/1") != std::string::npos &&
+           logs.find("dead letter from plant/c/pump/2") != std::string::npos;
+  })) << Logs();
+  EXPECT_NE(Logs().find("not valid JSON"), std::string::npos);
+  auto metrics = node_->Request("GET", "/metrics");
+  ASSERT_TRUE(metrics.ok());
+  EXPECT_NE(metrics->body.find("wisp_function_dead_letters_total{function=\"vibration\"} 2"),
+            std::string::npos);
+  // The node keeps serving: a good reading still gets its alert.
+  ASSERT_TRUE(client_->Publish("plant/c/pump/3", R"({"vibration": 9})", 1, false).ok());
+  EXPECT_TRUE(inbox_.WaitForTopic("alerts/plant/c/pump/3"));
+  EXPECT_NE(metrics->body.find("trigger=\"mqtt\",status=\"success\""), std::string::npos);
+}
+
+}  // namespace
+}  // namespace wisp::testing
