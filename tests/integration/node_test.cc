@@ -246,16 +246,27 @@ TEST_F(NodeTest, TokenProtectedFunction) {
   EXPECT_EQ(with_token->body, "classified");
 }
 
-// Sends raw bytes on a new connection and returns what comes back until the server closes.
-std::string RawExchange(const std::string& url_text, const std::string& bytes) {
+// A raw TCP connection to the node at `url_text` (127.0.0.1); -1 on failure.
+int ConnectTo(const std::string& url_text) {
   auto url = ParseUrl(url_text);
+  if (!url.ok()) return -1;
   int fd = ::socket(AF_INET, SOCK_STREAM, 0);
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
   addr.sin_port = htons(url->port);
   ::inet_pton(AF_INET, "127.0.0.1", &addr.sin_addr);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+    ::close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+// Sends raw bytes on a new connection and returns what comes back until the server closes.
+std::string RawExchange(const std::string& url_text, const std::string& bytes) {
+  int fd = ConnectTo(url_text);
   std::string received;
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0 &&
+  if (fd >= 0 &&
       ::send(fd, bytes.data(), bytes.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(bytes.size())) {
     char buf[4096];
     pollfd p{fd, POLLIN, 0};
@@ -285,13 +296,8 @@ TEST_F(NodeTest, MalformedChunkedBodyGets400) {
 // drain timeout its loop is stopped and everything torn down in order.
 TEST_F(NodeTest, ShutdownWithAStalledRequestExitsCleanly) {
   StartNode({"--shards", "1"}, "drain_timeout: 500ms\nhttp:\n  body_timeout: 30s\n");
-  auto url = ParseUrl(node_->url());
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(url->port);
-  ::inet_pton(AF_INET, "127.0.0.1", &addr.sin_addr);
-  ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  int fd = ConnectTo(node_->url());
+  ASSERT_GE(fd, 0);
   const std::string partial =
       "POST /v1/functions/x/invoke HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n0123456789";
   ASSERT_EQ(::send(fd, partial.data(), partial.size(), MSG_NOSIGNAL),
@@ -306,15 +312,9 @@ TEST_F(NodeTest, ShutdownWithAStalledRequestExitsCleanly) {
 TEST_F(NodeTest, SlowHeadersAreCutOff) {
   StartNode({"--shards", "1"}, "http:\n  header_timeout: 1s\n");
   Deploy(SourceDir() + "/examples/hello");
-  auto url = ParseUrl(node_->url());
-  ASSERT_TRUE(url.ok());
-
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(url->port);
-  ::inet_pton(AF_INET, "127.0.0.1", &addr.sin_addr);
-  ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  int fd = ConnectTo(node_->url());
+  ASSERT_GE(fd, 0);
+  ASSERT_GE(fd, 0);
   const std::string head = "POST /v1/functions/hello/invoke HTTP/1.1\r\nHost: x\r\nX-Slow: ";
   bool closed = false;
   std::string received;
