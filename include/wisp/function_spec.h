@@ -47,6 +47,14 @@ struct MqttTriggerSpec {
   std::string group;  // empty: every node gets every message
 };
 
+// `- timer: { interval: 30s }` or `- timer: { schedule: "*/5 * * * *" }`: run the function
+// every interval (at least 100ms), or at each minute a 5-field cron schedule matches, in UTC
+// (see src/common/cron.h for the syntax). Exactly one of the two is set.
+struct TimerTriggerSpec {
+  std::chrono::milliseconds interval{0};  // zero when `schedule` is set
+  std::string schedule;                   // a valid cron expression; empty when `interval` is set
+};
+
 struct FunctionSpec {
   std::string name;           // [a-z0-9][a-z0-9-]{0,62}, DNS-label like OpenFaaS
   std::string runtime;        // a registered Runtime's name: "lua"
@@ -61,6 +69,7 @@ struct FunctionSpec {
   int scale_max = 8;        // instances per shard at most
   AuthMode auth = AuthMode::kPublic;
   std::vector<MqttTriggerSpec> mqtt_triggers;  // HTTP invoke needs no trigger entry
+  std::vector<TimerTriggerSpec> timer_triggers;
 };
 
 using FunctionSpecPtr = std::shared_ptr<const FunctionSpec>;

@@ -25,6 +25,7 @@
 #include <yaml-cpp/eventhandler.h>
 #include <yaml-cpp/yaml.h>
 
+#include "common/cron.h"
 #include "common/quote.h"
 #include "wisp/bundle.h"
 #include "wisp/function_spec.h"
@@ -70,6 +71,8 @@ constexpr std::string_view kMqttTriggerKeys[] = {"topic", "qos", "group"};
 // Planned mqtt trigger settings, refused until they are built so that no manifest relies on
 // them being ignored.
 constexpr std::string_view kMqttReservedKeys[] = {"filters", "format"};
+constexpr std::string_view kTimerTriggerKeys[] = {"interval", "schedule"};
+constexpr std::chrono::milliseconds kMinTimerInterval{100};
 constexpr std::size_t kMaxTopicLength = 65535;  // an MQTT string's 16-bit length prefix
 constexpr std::string_view kSharePrefix = "$share/";
 
@@ -633,8 +636,9 @@ class ManifestParser {
   }
 
   // Triggers: a list of single-key maps, each a known trigger kind with a map of settings.
-  // mqtt triggers are parsed into spec->mqtt_triggers; http and timer ones are accepted so
-  // manifests written for later versions deploy, but only their shape is checked.
+  // mqtt and timer triggers are parsed into spec->mqtt_triggers and spec->timer_triggers; http
+  // ones are accepted so manifests written for later versions deploy, but only their shape is
+  // checked.
   Status ParseTriggers(const YAML::Node& value, const std::string& path, FunctionSpec* spec) const {
     if (value.IsNull()) return Status::Ok();
     if (!value.IsSequence()) {
@@ -658,6 +662,11 @@ class ManifestParser {
       if (entry.first.Scalar() == "mqtt") {
         ASSIGN_OR_RETURN(MqttTriggerSpec mqtt, ParseMqttTrigger(entry.second, kind_path));
         spec->mqtt_triggers.push_back(std::move(mqtt));
+        continue;
+      }
+      if (entry.first.Scalar() == "timer") {
+        ASSIGN_OR_RETURN(TimerTriggerSpec timer, ParseTimerTrigger(entry.second, kind_path));
+        spec->timer_triggers.push_back(std::move(timer));
         continue;
       }
       if (!entry.second.IsNull()) {
@@ -723,6 +732,50 @@ class ManifestParser {
       return Error(Join(path, "topic"), "is required (e.g. mqtt: { topic: plant/+/pump })");
     }
     return mqtt;
+  }
+
+  // `timer: { interval: 30s }` or `timer: { schedule: "*/5 * * * *" }`, exactly one of the two.
+  Result<TimerTriggerSpec> ParseTimerTrigger(const YAML::Node& value,
+                                             const std::string& path) const {
+    constexpr std::string_view kExample =
+        "(e.g. timer: { interval: 30s } or timer: { schedule: \"*/5 * * * *\" })";
+    TimerTriggerSpec timer;
+    bool has_interval = false;
+    bool has_schedule = false;
+    if (!value.IsNull()) {
+      RETURN_IF_ERROR(ExpectMap(value, path, "a map (interval or schedule)"));
+      RETURN_IF_ERROR(ForEachEntry(
+          value, path,
+          [&](const std::string& k, const YAML::Node& v, const std::string& p) -> Status {
+            if ((k == "interval" && has_schedule) || (k == "schedule" && has_interval)) {
+              return Error(p, "give either interval or schedule, not both");
+            }
+            if (k == "interval") {
+              ASSIGN_OR_RETURN(std::string text, String(v, p));
+              Result<std::chrono::milliseconds> d = ParseDuration(text);
+              if (!d.ok()) return Error(p, d.status().message());
+              if (*d < kMinTimerInterval) {
+                return Error(p, fmt::format("{} is too short (at least {})", Quote(text),
+                                            FormatDuration(kMinTimerInterval)));
+              }
+              timer.interval = *d;
+              has_interval = true;
+              return Status::Ok();
+            }
+            if (k == "schedule") {
+              ASSIGN_OR_RETURN(timer.schedule, String(v, p));
+              Result<CronSchedule> cron = CronSchedule::Parse(timer.schedule);
+              if (!cron.ok()) return Error(p, cron.status().message());
+              has_schedule = true;
+              return Status::Ok();
+            }
+            return Error(p, UnknownKeyProblem(k, kTimerTriggerKeys));
+          }));
+    }
+    if (!has_interval && !has_schedule) {
+      return Error(path, fmt::format("needs an interval or a schedule {}", kExample));
+    }
+    return timer;
   }
 
   // Aliases let a 1 MiB manifest name one large map thousands of times, and the walk (and the

@@ -25,10 +25,90 @@ Status Shard::Init(std::uint16_t port) {
 
 void Shard::Run() { io_.run(); }
 
-void Shard::Drain() { listener_->Drain(); }
+void Shard::Drain() {
+  draining_ = true;
+  listener_->Drain();
+  // A pending timer is work: the loop would never run dry with one armed.
+  for (auto& [name, states] : timers_) {
+    for (auto& state : states) {
+      state->cancelled = true;
+      state->timer.cancel();
+    }
+  }
+  timers_.clear();
+}
+
+void Shard::SyncTimers() {
+  if (draining_) return;
+  const auto snapshot = services_.catalog->Snapshot();
+  // Drop the timers of deleted or redeployed functions.
+  for (auto it = timers_.begin(); it != timers_.end();) {
+    auto now = snapshot->find(it->first);
+    if (now == snapshot->end() || it->second.empty() || now->second != it->second.front()->fn) {
+      for (auto& state : it->second) {
+        state->cancelled = true;
+        state->timer.cancel();
+      }
+      it = timers_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  for (const auto& [name, fn] : *snapshot) {
+    if (fn->spec->timer_triggers.empty() || timers_.contains(name)) continue;
+    if (std::hash<std::string>{}(name) % static_cast<std::size_t>(services_.shard_count) !=
+        static_cast<std::size_t>(index_)) {
+      continue;  // another shard owns this function's timers
+    }
+    auto& states = timers_[name];
+    for (const TimerTriggerSpec& spec : fn->spec->timer_triggers) {
+      auto state = std::make_shared<TimerState>(io_);
+      state->fn = fn;
+      state->spec = spec;
+      if (!spec.schedule.empty()) {
+        auto cron = CronSchedule::Parse(spec.schedule);
+        if (!cron.ok()) {  // validated at deploy; a manifest from an older node could differ
+          fn->log->Append(LogLevel::kError, cron.status().message());
+          continue;
+        }
+        state->cron = std::move(*cron);
+      }
+      states.push_back(state);
+      ArmTimer(state);
+    }
+  }
+}
+
+void Shard::ArmTimer(const std::shared_ptr<TimerState>& state) {
+  if (state->cron) {
+    const auto now = std::chrono::system_clock::now();
+    const auto next = state->cron->Next(now);
+    if (next == std::chrono::system_clock::time_point::max()) return;  // never fires
+    state->timer.expires_after(next - now);
+  } else {
+    state->timer.expires_after(state->spec.interval);
+  }
+  state->timer.async_wait([this, state](boost::system::error_code ec) {
+    if (ec || state->cancelled) return;
+    FireTimer(state);
+    ArmTimer(state);
+  });
+}
+
+void Shard::FireTimer(const std::shared_ptr<TimerState>& state) {
+  ShardFunction* sf = FindFunction(state->fn->spec->name);
+  if (sf == nullptr || sf->fn != state->fn) return;  // changed since; SyncTimers will follow
+  Event event;
+  event.trigger = TriggerKind::kTimer;
+  event.id = (static_cast<std::uint64_t>(index_) << 56) | ++next_event_seq_;
+  event.timestamp = std::chrono::system_clock::now();
+  bool cold = false;
+  (void)RunFunction(*sf, event, &cold);  // failures are counted and logged by RunFunction
+}
 
 void Shard::Prewarm() {
   SyncCatalog();
+  SyncTimers();
   for (auto& [name, sf] : functions_) {
     while (sf.instances < sf.fn->spec->scale_min) {
       bool cold = false;

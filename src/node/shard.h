@@ -10,13 +10,16 @@
 
 #include <atomic>
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <unordered_map>
 #include <vector>
 
+#include "common/cron.h"
 #include "http/request.h"
 #include "http/server.h"
 #include "metrics/metrics.h"
@@ -109,6 +112,20 @@ class Shard final : public HttpHandler {
     FunctionShardMetrics* metrics_ = nullptr;
   };
 
+  // One timer trigger of one function. Each function's timers live on one shard (by name
+  // hash), so a node fires each schedule once.
+  struct TimerState {
+    DeployedFunctionPtr fn;
+    TimerTriggerSpec spec;
+    std::optional<CronSchedule> cron;
+    boost::asio::steady_timer timer;
+    bool cancelled = false;
+    TimerState(boost::asio::io_context& io) : timer(io) {}
+  };
+  void SyncTimers();
+  void ArmTimer(const std::shared_ptr<TimerState>& state);
+  void FireTimer(const std::shared_ptr<TimerState>& state);
+
   ShardFunction* FindFunction(std::string_view name);
   void SyncCatalog();
   void DropInstances(ShardFunction& sf);
@@ -146,6 +163,8 @@ class Shard final : public HttpHandler {
   std::uint64_t catalog_generation_ = 0;
   std::uint64_t next_event_seq_ = 0;
   std::vector<HeaderView> header_views_;  // reused per request to avoid an allocation
+  std::unordered_map<std::string, std::vector<std::shared_ptr<TimerState>>> timers_;
+  bool draining_ = false;
 };
 
 }  // namespace wisp

@@ -1,4 +1,5 @@
 #include <chrono>
+#include <cstdint>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
@@ -77,6 +78,9 @@ TEST(ManifestTest, ParsesEveryKey) {
   EXPECT_EQ(f.mqtt_triggers[0].topic, "plant/+/pump/#");
   EXPECT_EQ(f.mqtt_triggers[0].qos, 1);
   EXPECT_EQ(f.mqtt_triggers[0].group, "alerts");
+  ASSERT_EQ(f.timer_triggers.size(), 1u);
+  EXPECT_EQ(f.timer_triggers[0].schedule, "*/5 * * * *");
+  EXPECT_EQ(f.timer_triggers[0].interval, milliseconds(0));
   EXPECT_EQ(specs[1].name, "hello");
 }
 
@@ -96,6 +100,7 @@ TEST(ManifestTest, Defaults) {
   EXPECT_EQ(f.scale_max, 8);
   EXPECT_EQ(f.auth, AuthMode::kPublic);
   EXPECT_TRUE(f.mqtt_triggers.empty());
+  EXPECT_TRUE(f.timer_triggers.empty());
 }
 
 TEST(ManifestTest, SingleFunctionForm) {
@@ -251,6 +256,84 @@ TEST(ManifestTest, MqttTriggerMessages) {
   EXPECT_NE(ParseError(base + "{ topic: \"a\\x01b\" }\n").find("control"), std::string::npos);
 }
 
+// One good timer trigger per row: the parsed TimerTriggerSpec.
+struct GoodTimerTrigger {
+  const char* yaml;  // the value of `- timer:`
+  std::int64_t interval_ms;
+  const char* schedule;
+};
+
+class GoodTimerTriggerTest : public testing::TestWithParam<GoodTimerTrigger> {};
+
+TEST_P(GoodTimerTriggerTest, IsParsed) {
+  const GoodTimerTrigger& c = GetParam();
+  std::vector<FunctionSpec> specs = ParseOk(
+      std::string("name: a\nruntime: lua\nhandler: h.lua\ntriggers:\n  - timer: ") + c.yaml + "\n");
+  ASSERT_EQ(specs.size(), 1u);
+  ASSERT_EQ(specs[0].timer_triggers.size(), 1u);
+  const TimerTriggerSpec& t = specs[0].timer_triggers[0];
+  EXPECT_EQ(t.interval, milliseconds(c.interval_ms));
+  EXPECT_EQ(t.schedule, c.schedule);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    ManifestTimer, GoodTimerTriggerTest,
+    testing::Values(GoodTimerTrigger{"{ interval: 30s }", 30000, ""},
+                    GoodTimerTrigger{"{ interval: 100ms }", 100, ""},  // the minimum
+                    GoodTimerTrigger{"{ interval: 1.5m }", 90000, ""},
+                    GoodTimerTrigger{"{ interval: 24h }", 86400000, ""},
+                    GoodTimerTrigger{"{ interval: 5 }", 5000, ""},  // bare number: seconds
+                    GoodTimerTrigger{"{ schedule: \"*/5 * * * *\" }", 0, "*/5 * * * *"},
+                    GoodTimerTrigger{"{ schedule: '0 9-17 * * MON-FRI' }", 0, "0 9-17 * * MON-FRI"},
+                    GoodTimerTrigger{"{ schedule: '@daily' }", 0, "@daily"},
+                    GoodTimerTrigger{"{ schedule: '0 0 1,15 jan-jun 0,7' }", 0,
+                                     "0 0 1,15 jan-jun 0,7"},
+                    GoodTimerTrigger{"\n      schedule: 30 2 * * *", 0, "30 2 * * *"}));
+
+TEST(ManifestTest, SeveralTimerTriggersKeepTheirOrder) {
+  std::vector<FunctionSpec> specs = ParseOk(
+      "name: a\nruntime: lua\nhandler: h.lua\ntriggers:\n"
+      "  - timer: { interval: 2s }\n"
+      "  - mqtt: { topic: a/b }\n"
+      "  - timer: { schedule: '@hourly' }\n");
+  ASSERT_EQ(specs.size(), 1u);
+  ASSERT_EQ(specs[0].timer_triggers.size(), 2u);
+  EXPECT_EQ(specs[0].timer_triggers[0].interval, milliseconds(2000));
+  EXPECT_EQ(specs[0].timer_triggers[0].schedule, "");
+  EXPECT_EQ(specs[0].timer_triggers[1].interval, milliseconds(0));
+  EXPECT_EQ(specs[0].timer_triggers[1].schedule, "@hourly");
+  EXPECT_EQ(specs[0].mqtt_triggers.size(), 1u);
+}
+
+TEST(ManifestTest, TimerTriggerMessages) {
+  const std::string base = "name: a\nruntime: lua\nhandler: h.lua\ntriggers:\n  - timer: ";
+  EXPECT_EQ(ParseError(base + "{ schedule: '61 * * * *' }\n"),
+            "wisp.yaml: triggers[0].timer.schedule: cron '61 * * * *': minute field '61' is out "
+            "of range 0-59");
+  EXPECT_EQ(ParseError(base + "{ schedule: '0 0 * * 8' }\n"),
+            "wisp.yaml: triggers[0].timer.schedule: cron '0 0 * * 8': day-of-week field '8' is "
+            "out of range 0-7");
+  EXPECT_EQ(ParseError(base + "{ interval: 50ms }\n"),
+            "wisp.yaml: triggers[0].timer.interval: '50ms' is too short (at least 100ms)");
+  EXPECT_EQ(ParseError(base + "{ interval: 1s, schedule: '@daily' }\n"),
+            "wisp.yaml: triggers[0].timer.schedule: give either interval or schedule, not both");
+  EXPECT_EQ(ParseError(base + "{ schedule: '@daily', interval: 1s }\n"),
+            "wisp.yaml: triggers[0].timer.interval: give either interval or schedule, not both");
+  EXPECT_EQ(ParseError(base + "\n"),
+            "wisp.yaml: triggers[0].timer: needs an interval or a schedule (e.g. timer: { "
+            "interval: 30s } or timer: { schedule: \"*/5 * * * *\" })");
+  EXPECT_EQ(ParseError(base + "{}\n"), ParseError(base + "\n"));
+  std::string message = ParseError(base + "{ intervall: 1s }\n");
+  EXPECT_EQ(message.rfind(
+                "wisp.yaml: triggers[0].timer.intervall: unknown key; did you mean 'interval'?", 0),
+            0u)
+      << message;
+  message = ParseError(base + "{ cron: '@daily' }\n");
+  EXPECT_EQ(message,
+            "wisp.yaml: triggers[0].timer.cron: unknown key (known keys: interval, schedule)")
+      << message;
+}
+
 // One bad value per row: the error must name the field, in the documented form.
 struct BadField {
   const char* key;    // set (or replaced) in an otherwise valid function
@@ -360,6 +443,30 @@ INSTANTIATE_TEST_SUITE_P(
         BadField{"triggers", "[{mqtt: {topic: a, filters: []}}]", "triggers[0].mqtt.filters"},
         BadField{"triggers", "[{mqtt: {topic: a, format: json}}]", "triggers[0].mqtt.format"},
         BadField{"triggers", "[{mqtt: {topic: a, topic: b}}]", "triggers[0].mqtt.topic"},
+        BadField{"triggers", "[{timer: 5}]", "triggers[0].timer"},
+        BadField{"triggers", "[{timer: [30s]}]", "triggers[0].timer"},
+        BadField{"triggers", "[{timer: }]", "triggers[0].timer"},
+        BadField{"triggers", "[{timer: {}}]", "triggers[0].timer"},
+        BadField{"triggers", "[{timer: {interval: }}]", "triggers[0].timer.interval"},
+        BadField{"triggers", "[{timer: {interval: [1s]}}]", "triggers[0].timer.interval"},
+        BadField{"triggers", "[{timer: {interval: soon}}]", "triggers[0].timer.interval"},
+        BadField{"triggers", "[{timer: {interval: 2d}}]", "triggers[0].timer.interval"},
+        BadField{"triggers", "[{timer: {interval: -1s}}]", "triggers[0].timer.interval"},
+        BadField{"triggers", "[{timer: {interval: 0}}]", "triggers[0].timer.interval"},
+        BadField{"triggers", "[{timer: {interval: 99ms}}]", "triggers[0].timer.interval"},
+        BadField{"triggers", "[{timer: {interval: 1s, interval: 2s}}]",
+                 "triggers[0].timer.interval"},
+        BadField{"triggers", "[{timer: {interval: 1s, schedule: '@daily'}}]",
+                 "triggers[0].timer.schedule"},
+        BadField{"triggers", "[{timer: {schedule: }}]", "triggers[0].timer.schedule"},
+        BadField{"triggers", "[{timer: {schedule: ''}}]", "triggers[0].timer.schedule"},
+        BadField{"triggers", "[{timer: {schedule: [a]}}]", "triggers[0].timer.schedule"},
+        BadField{"triggers", "[{timer: {schedule: '* * * *'}}]", "triggers[0].timer.schedule"},
+        BadField{"triggers", "[{timer: {schedule: '60 * * * *'}}]", "triggers[0].timer.schedule"},
+        BadField{"triggers", "[{timer: {schedule: '0 0 * FOO *'}}]", "triggers[0].timer.schedule"},
+        BadField{"triggers", "[{timer: {schedule: '*/0 * * * *'}}]", "triggers[0].timer.schedule"},
+        BadField{"triggers", "[{timer: {schedule: '@reboot'}}]", "triggers[0].timer.schedule"},
+        BadField{"triggers", "[{http: {}}, {timer: {every: 5m}}]", "triggers[1].timer.every"},
         BadField{"timeout", "2s", "timeout"}, BadField{"runtime_version", "1", "runtime_version"}));
 
 TEST(ManifestTest, ExampleErrorMessage) {
