@@ -53,12 +53,29 @@ void MetricsRegistry::RemoveFunction(const std::string& name) {
   functions_.erase(name);
 }
 
+void AppendMetricFamily(std::string& out, std::string_view name, std::string_view type,
+                        std::string_view help) {
+  fmt::format_to(std::back_inserter(out), "# HELP {} {}\n# TYPE {} {}\n", name, help, name, type);
+}
+
+int MetricsRegistry::AddCollector(Collector render) {
+  std::lock_guard lock(collectors_mu_);
+  const int id = next_collector_id_++;
+  collectors_.emplace(id, std::move(render));
+  return id;
+}
+
+void MetricsRegistry::RemoveCollector(int id) {
+  std::lock_guard lock(collectors_mu_);
+  collectors_.erase(id);
+}
+
 namespace {
 
 constexpr auto kRelaxed = std::memory_order_relaxed;
 
 void Family(std::string& out, std::string_view name, std::string_view type, std::string_view help) {
-  fmt::format_to(std::back_inserter(out), "# HELP {} {}\n# TYPE {} {}\n", name, help, name, type);
+  AppendMetricFamily(out, name, type, help);
 }
 
 // Label values here are function names (validated DNS labels) and closed sets, so they need no
@@ -138,6 +155,10 @@ std::string MetricsRegistry::RenderPrometheus(std::string_view version,
                  "# HELP wisp_http_connections_open TCP connections open now.\n"
                  "# TYPE wisp_http_connections_open gauge\nwisp_http_connections_open {}\n",
                  accepted, open);
+  {
+    std::lock_guard lock(collectors_mu_);
+    for (const auto& [id, render] : collectors_) render(out);
+  }
 
   if (functions.empty()) return out;
 

@@ -14,6 +14,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -123,6 +124,14 @@ class MetricsRegistry {
 
   HttpShardMetrics& http(int shard) { return *http_[shard]; }
 
+  // A component's own metric families (the MQTT connection, the HTTP action sender, ...),
+  // appended to every scrape. `render` runs on the scraping thread while the registry's
+  // collector mutex is held, so it must only read atomics (or take its own short lock);
+  // RemoveCollector waits for a running scrape, after which the component may go away.
+  using Collector = std::function<void(std::string& out)>;
+  int AddCollector(Collector render);
+  void RemoveCollector(int id);
+
   // The whole exposition text. Thread-safe; takes the map's mutex only.
   std::string RenderPrometheus(std::string_view version, std::string_view commit) const;
 
@@ -131,6 +140,13 @@ class MetricsRegistry {
   std::vector<std::unique_ptr<HttpShardMetrics>> http_;
   mutable std::mutex mu_;
   std::map<std::string, FunctionMetricsPtr> functions_;  // guarded by mu_
+  mutable std::mutex collectors_mu_;
+  std::map<int, Collector> collectors_;  // guarded by collectors_mu_
+  int next_collector_id_ = 0;            // guarded by collectors_mu_
 };
+
+// Writes the HELP and TYPE lines of a metric family.
+void AppendMetricFamily(std::string& out, std::string_view name, std::string_view type,
+                        std::string_view help);
 
 }  // namespace wisp

@@ -54,7 +54,10 @@ MqttTriggers::MqttTriggers(const MqttConfig& config, NodeServices& services,
                            std::vector<Shard*> shards)
     : config_(config), services_(services), shards_(std::move(shards)) {}
 
-MqttTriggers::~MqttTriggers() { Stop(); }
+MqttTriggers::~MqttTriggers() {
+  if (collector_id_ >= 0) services_.metrics->RemoveCollector(collector_id_);
+  Stop();
+}
 
 Result<std::unique_ptr<MqttTriggers>> MqttTriggers::Create(const MqttConfig& config,
                                                            NodeServices& services,
@@ -72,6 +75,19 @@ Result<std::unique_ptr<MqttTriggers>> MqttTriggers::Create(const MqttConfig& con
   ASSIGN_OR_RETURN(triggers->connection_,
                    MqttConnection::Create(
                        options, [self](const MqttMessage& message) { self->OnMessage(message); }));
+  triggers->collector_id_ = services.metrics->AddCollector([self](std::string& out) {
+    const MqttConnection& c = *self->connection_;
+    AppendMetricFamily(out, "wisp_mqtt_connected", "gauge",
+                       "1 while the node is connected to its MQTT broker.");
+    fmt::format_to(std::back_inserter(out), "wisp_mqtt_connected {}\n", c.connected() ? 1 : 0);
+    AppendMetricFamily(out, "wisp_mqtt_messages_received_total", "counter",
+                       "MQTT messages received from the broker.");
+    fmt::format_to(std::back_inserter(out), "wisp_mqtt_messages_received_total {}\n", c.received());
+    AppendMetricFamily(out, "wisp_mqtt_messages_published_total", "counter",
+                       "MQTT messages handed to the broker connection (actions, dead letters).");
+    fmt::format_to(std::back_inserter(out), "wisp_mqtt_messages_published_total {}\n",
+                   c.published());
+  });
   return triggers;
 }
 

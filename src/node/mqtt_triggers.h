@@ -58,6 +58,7 @@ class MqttTriggers {
   NodeServices& services_;
   std::vector<Shard*> shards_;
   std::unique_ptr<MqttConnection> connection_;
+  int collector_id_ = -1;                       // this connection's metrics in services_.metrics
   std::atomic<std::int64_t> give_up_at_ns_{0};  // steady clock; 0 = wait for ever
 
   std::mutex sync_mu_;

@@ -137,5 +137,72 @@ TEST_F(MqttTriggerTest, MalformedPayloadsGoToTheDeadLetterRecord) {
   EXPECT_NE(metrics->body.find("trigger=\"mqtt\",status=\"success\""), std::string::npos);
 }
 
+// The node keeps one persistent session (its client id is stable across restarts), and a QoS 1
+// message is acknowledged only after the function ran: a node killed mid-call gets the message
+// again when it comes back.
+TEST_F(MqttTriggerTest, Qos1MessageIsRedeliveredAfterTheNodeIsKilledMidCall) {
+  tmp_.Write("slow/wisp.yaml", R"(version: 1
+functions:
+  slow:
+    runtime: lua
+    handler: handler.lua
+    limits: { timeout: 60s }
+    triggers:
+      - mqtt: { topic: "jobs/#", qos: 1 }
+)");
+  // First delivery: record it durably, then hang (the node is killed meanwhile). Redelivery:
+  // the record is there, so answer on alerts/redelivered. Over HTTP: report the record. (An
+  // emit from the hanging call would not leave before the call ends: the network thread that
+  // sends it waits for the call, so the test asks over HTTP instead.)
+  tmp_.Write("slow/handler.lua", R"(return { handle = function(event, ctx)
+  if event.trigger == "http" then return ctx.state:get("seen:ping") or "not yet" end
+  if ctx.state:get("seen:" .. event.body) then
+    ctx.emit("alerts/redelivered", event.body, { qos = 1 })
+    return
+  end
+  ctx.state:put("seen:" .. event.body, "1")
+  while true do end
+end })");
+  const std::map<std::string, std::string> env = {{"WISP_HOME", tmp_.path() + "/data"}};
+  CommandResult deployed = RunCli({"deploy", tmp_.path() + "/slow"}, env);
+  ASSERT_EQ(deployed.exit_code, 0) << deployed.err;
+  // The topic's shard hangs in the handler; a connection that lands there times out, one on
+  // the other shard answers.
+  ASSERT_TRUE(WaitUntil(
+      [&] {
+        (void)client_->Publish("jobs/ping", "ping", 1, false);
+        auto seen = HttpRequest(node_->url(), "POST", "/v1/functions/slow/invoke", "", {},
+                                std::chrono::milliseconds(300));
+        return seen.ok() && seen->body == "1";
+      },
+      seconds(30)))
+      << node_->Log();
+  // "ping" is now stuck in the handler; the node has not acknowledged it.
+  node_->Kill();
+  ASSERT_FALSE(inbox_.WaitForTopic("alerts/redelivered", seconds(1)));
+
+  ASSERT_TRUE(node_->Start({"--shards", "2", "--broker", broker_.url()}).ok()) << node_->Log();
+  ASSERT_TRUE(inbox_.WaitForTopic("alerts/redelivered", seconds(20))) << node_->Log();
+  EXPECT_EQ(inbox_.On("alerts/redelivered").front().payload, "ping");
+}
+
+// After the broker restarts (and forgets every session), the node reconnects, subscribes again
+// and its functions run on new messages.
+TEST_F(MqttTriggerTest, NodeResubscribesAfterTheBrokerRestarts) {
+  ASSERT_TRUE(broker_.Restart().ok()) << broker_.Log();
+  ASSERT_TRUE(WaitUntil([&] { return client_->connected(); }, seconds(20)));
+  ASSERT_TRUE(client_->Subscribe("alerts/#", 1).ok());
+  ASSERT_TRUE(WaitUntil(
+      [&] {
+        (void)client_->Publish("plant/r/pump/1", R"({"vibration": 11})", 1, false);
+        return inbox_.WaitForTopic("alerts/plant/r/pump/1", seconds(1));
+      },
+      seconds(30)))
+      << node_->Log();
+  auto metrics = node_->Request("GET", "/metrics");
+  ASSERT_TRUE(metrics.ok());
+  EXPECT_NE(metrics->body.find("wisp_mqtt_connected 1"), std::string::npos) << metrics->body;
+}
+
 }  // namespace
 }  // namespace wisp::testing
