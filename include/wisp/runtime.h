@@ -15,6 +15,8 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <utility>
+#include <vector>
 
 #include "wisp/event.h"
 #include "wisp/function_spec.h"
@@ -31,6 +33,11 @@ struct EmitOptions {
   bool retain = false;
 };
 
+struct HttpPostOptions {
+  std::string_view content_type;  // empty: the runtime picks from the body's type
+  std::vector<std::pair<std::string, std::string>> headers;
+};
+
 // The services a handler may use during one call (ctx.state, ctx.log, ctx.emit, ctx.now).
 // Provided by the node for the duration of Invoke; valid only during that call.
 class HostApi {
@@ -45,6 +52,15 @@ class HostApi {
   virtual Status Emit(std::string_view topic, std::string_view payload,
                       const EmitOptions& options) = 0;
   virtual std::chrono::system_clock::time_point Now() const = 0;
+  // Queues an HTTP POST (an action, sent by the node after it is queued; the handler does not
+  // wait for the reply). PermissionDenied when the node's allowlist (actions.http_allow) does
+  // not allow `url`, InvalidArgument for a malformed URL, ResourceExhausted or Unavailable when
+  // it cannot be queued now. Hosts without HTTP actions refuse every URL.
+  virtual Status HttpPost(std::string_view url, std::string_view body,
+                          const HttpPostOptions& options) {
+    (void)url, (void)body, (void)options;
+    return PermissionDenied("HTTP actions are not available here");
+  }
 };
 
 class Instance {

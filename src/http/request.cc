@@ -19,6 +19,14 @@ Route RouteTarget(std::string_view target) {
     route.kind = RouteKind::kMetrics;
     return route;
   }
+  constexpr std::string_view kCalls = "/v1/calls/";
+  if (target.starts_with(kCalls)) {
+    route.name = target.substr(kCalls.size());
+    if (!route.name.empty() && route.name.find('/') == std::string_view::npos) {
+      route.kind = RouteKind::kCall;
+    }
+    return route;
+  }
   constexpr std::string_view kFunctions = "/v1/functions";
   if (!target.starts_with(kFunctions)) return route;
   std::string_view rest = target.substr(kFunctions.size());
@@ -38,6 +46,8 @@ Route RouteTarget(std::string_view target) {
   std::string_view action = rest.substr(slash + 1);
   if (action == "invoke")
     route.kind = RouteKind::kFunctionInvoke;
+  else if (action == "invoke-async")
+    route.kind = RouteKind::kFunctionInvokeAsync;
   else if (action == "logs")
     route.kind = RouteKind::kFunctionLogs;
   return route;

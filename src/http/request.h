@@ -14,17 +14,19 @@ namespace wisp {
 
 enum class RouteKind {
   kNotFound,
-  kHealth,          // /healthz
-  kMetrics,         // /metrics
-  kFunctions,       // /v1/functions
-  kFunction,        // /v1/functions/{name}
-  kFunctionLogs,    // /v1/functions/{name}/logs
-  kFunctionInvoke,  // /v1/functions/{name}/invoke
+  kHealth,               // /healthz
+  kMetrics,              // /metrics
+  kFunctions,            // /v1/functions
+  kFunction,             // /v1/functions/{name}
+  kFunctionLogs,         // /v1/functions/{name}/logs
+  kFunctionInvoke,       // /v1/functions/{name}/invoke
+  kFunctionInvokeAsync,  // /v1/functions/{name}/invoke-async
+  kCall,                 // /v1/calls/{id}: an async invocation; `name` holds the id
 };
 
 struct Route {
   RouteKind kind = RouteKind::kNotFound;
-  std::string_view name;   // the function name, for the kFunction* kinds; a view into target
+  std::string_view name;   // the function name (kFunction*) or call id (kCall); a view into target
   std::string_view path;   // target without the query
   std::string_view query;  // after '?', undecoded
 };

@@ -27,6 +27,7 @@
 
 #include "common/cron.h"
 #include "common/quote.h"
+#include "common/utf8.h"
 #include "wisp/bundle.h"
 #include "wisp/function_spec.h"
 #include "wisp/units.h"
@@ -112,40 +113,6 @@ bool HasControlChars(std::string_view s) {
 
 std::string Quote(std::string_view s) { return QuoteUntrusted(s, 64); }
 
-// True if `s` is well-formed UTF-8 (no overlong forms, no surrogates, at most U+10FFFF), which
-// MQTT requires of every string: a broker drops the connection on anything else.
-bool IsUtf8(std::string_view s) {
-  std::size_t i = 0;
-  while (i < s.size()) {
-    auto c = static_cast<unsigned char>(s[i]);
-    std::size_t extra = 0;
-    unsigned char lo = 0x80, hi = 0xbf;  // allowed range of the second byte
-    if (c < 0x80) {
-      ++i;
-      continue;
-    } else if (c >= 0xc2 && c <= 0xdf) {
-      extra = 1;
-    } else if (c >= 0xe0 && c <= 0xef) {
-      extra = 2;
-      if (c == 0xe0) lo = 0xa0;  // overlong
-      if (c == 0xed) hi = 0x9f;  // UTF-16 surrogates
-    } else if (c >= 0xf0 && c <= 0xf4) {
-      extra = 3;
-      if (c == 0xf0) lo = 0x90;  // overlong
-      if (c == 0xf4) hi = 0x8f;  // above U+10FFFF
-    } else {
-      return false;
-    }
-    if (s.size() - i <= extra) return false;
-    for (std::size_t k = 1; k <= extra; ++k) {
-      auto b = static_cast<unsigned char>(s[i + k]);
-      if (k == 1 ? (b < lo || b > hi) : (b < 0x80 || b > 0xbf)) return false;
-    }
-    i += extra + 1;
-  }
-  return true;
-}
-
 // Why `filter` is not a valid MQTT topic filter (MQTT 3.1.1 section 4.7, MQTT 5 section 4.7),
 // or nullopt if it is one. Written here rather than taken from libmosquitto so that the base
 // library does not depend on it; the node's MQTT client checks again when it subscribes.
@@ -158,7 +125,7 @@ std::optional<std::string> TopicFilterProblem(std::string_view filter) {
     return fmt::format("{} contains a NUL character, which MQTT forbids", Quote(filter));
   }
   // Not quoted: the bytes that are not UTF-8 would go into the message as they are.
-  if (!IsUtf8(filter)) return "is not valid UTF-8 (MQTT topics are UTF-8 text)";
+  if (!IsValidUtf8(filter)) return "is not valid UTF-8 (MQTT topics are UTF-8 text)";
   if (HasControlChars(filter)) {
     return fmt::format("{} contains control characters", Quote(filter));
   }

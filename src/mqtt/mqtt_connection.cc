@@ -143,6 +143,9 @@ Status MqttConnection::Configure() {
   };
   RETURN_IF_ERROR(
       check(mosquitto_int_option(mosq_, MOSQ_OPT_PROTOCOL_VERSION, MQTT_PROTOCOL_V5), "MQTT 5"));
+  // Small packets (a PUBACK, then an action) must not wait for the broker's ACK (Nagle):
+  // bench/mqtt_pipeline measured 1-4 ms added to the median at 1k events/s without this.
+  RETURN_IF_ERROR(check(mosquitto_int_option(mosq_, MOSQ_OPT_TCP_NODELAY, 1), "TCP_NODELAY"));
   if (!options_.username.empty()) {
     RETURN_IF_ERROR(check(
         mosquitto_username_pw_set(mosq_, options_.username.c_str(),

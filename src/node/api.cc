@@ -1,13 +1,16 @@
 // The shard's HTTP API: invoke on the hot path, and the control endpoints (docs/http-api.md).
 #include <openssl/crypto.h>
+#include <openssl/evp.h>
 
 #include <fmt/chrono.h>
 #include <fmt/format.h>
+#include <boost/asio/post.hpp>
 #include <boost/beast/http/field.hpp>
 #include <charconv>
 #include <nlohmann/json.hpp>
 #include <optional>
 
+#include "common/utf8.h"
 #include "node/shard.h"
 #include "wisp/bundle.h"
 #include "wisp/units.h"
@@ -124,6 +127,12 @@ void Shard::Handle(HttpRequest& request, HttpResponse& response) {
   switch (route.kind) {
     case RouteKind::kFunctionInvoke:
       return HandleInvoke(route, request, response);
+    case RouteKind::kFunctionInvokeAsync:
+      if (method != http::verb::post) return method_not_allowed("POST");
+      return HandleInvokeAsync(route, request, response);
+    case RouteKind::kCall:
+      if (method != http::verb::get && method != http::verb::head) return method_not_allowed("GET");
+      return HandleCall(route, request, response);
     case RouteKind::kHealth:
       if (method != http::verb::get && method != http::verb::head) return method_not_allowed("GET");
       return HandleHealth(response);
@@ -217,6 +226,139 @@ void Shard::HandleInvoke(const Route& route, HttpRequest& request, HttpResponse&
     response.set(http::field::content_type, "text/plain; charset=utf-8");
   }
   response.body() = std::move(reply->body);
+}
+
+void Shard::HandleInvokeAsync(const Route& route, HttpRequest& request, HttpResponse& response) {
+  ShardFunction* sf = FindFunction(route.name);
+  if (sf == nullptr) return SetErrorResponse(NoSuchFunction(route.name), response);
+  const FunctionSpec& spec = *sf->fn->spec;
+  if (spec.auth == AuthMode::kToken && !Authorized(request[http::field::authorization])) {
+    return SetErrorResponse(Unauthenticated(fmt::format(
+                                "function '{}' needs 'Authorization: Bearer <token>'", spec.name)),
+                            response);
+  }
+  if (services_.draining.load(std::memory_order_relaxed)) {
+    return SetErrorResponse(Unavailable("the node is shutting down; retry on another node"),
+                            response);
+  }
+  if (services_.async_calls == nullptr) {
+    return SetErrorResponse(Unavailable("async invocations are not available on this node"),
+                            response);
+  }
+  AsyncRequest async;
+  async.function = spec.name;
+  async.body = std::move(request.body());
+  async.content_type = std::string(request[http::field::content_type]);
+  async.query = std::string(route.query);
+  // Checked now, so that a caller learns of a bad callback or topic before the call runs.
+  async.callback_url = std::string(request["X-Callback-Url"]);
+  if (!async.callback_url.empty()) {
+    if (services_.http_actions == nullptr) {
+      return SetErrorResponse(InvalidArgument("callbacks are not available on this node"),
+                              response);
+    }
+    if (Status allowed = services_.http_actions->Check(async.callback_url); !allowed.ok()) {
+      return SetErrorResponse(allowed.WithContext("X-Callback-Url"), response);
+    }
+  }
+  async.reply_topic = std::string(request["X-Reply-Topic"]);
+  if (!async.reply_topic.empty()) {
+    if (!services_.publish) {
+      return SetErrorResponse(
+          InvalidArgument("X-Reply-Topic needs a broker (start the node with --broker)"), response);
+    }
+    if (async.reply_topic.find_first_of("+#") != std::string::npos ||
+        async.reply_topic.size() > 1024) {
+      return SetErrorResponse(
+          InvalidArgument("X-Reply-Topic must be a topic to publish to (no wildcards)"), response);
+    }
+  }
+  for (const auto& field : request) {
+    const std::string_view name = field.name_string();
+    // The node's own headers are not the function's business (the token least of all).
+    if (boost::beast::iequals(name, "authorization") ||
+        boost::beast::iequals(name, "x-callback-url") ||
+        boost::beast::iequals(name, "x-reply-topic")) {
+      continue;
+    }
+    async.headers.emplace_back(std::string(name), std::string(field.value()));
+  }
+  if (!async.body.empty() && IsJsonContentType(async.content_type)) {
+    // A body that cannot run is refused now rather than failing later where nobody sees it.
+    if (auto parsed = DecodeJsonBody(async.body); !parsed.ok()) {
+      return SetErrorResponse(parsed.status(), response);
+    }
+  }
+  auto id = services_.async_calls->Accept(async);
+  if (!id.ok()) {
+    if (id.status().code() == StatusCode::kResourceExhausted) response.set("Retry-After", "1");
+    return SetErrorResponse(id.status(), response,
+                            id.status().code() == StatusCode::kResourceExhausted ? 429 : 0);
+  }
+  AsyncCall call;
+  call.id = *id;
+  call.request = std::move(async);
+  call.state = "queued";
+  call.accepted_at = std::chrono::system_clock::now();
+  boost::asio::post(io_, [this, call = std::move(call)] { RunAsync(call); });
+  response.set("X-Call-Id", *id);
+  response.set(http::field::location, "/v1/calls/" + *id);
+  SetJson(response, http::status::accepted, {{"id", *id}, {"status_url", "/v1/calls/" + *id}});
+}
+
+namespace {
+
+// The body as JSON text when it is UTF-8, else base64 (as `body_base64`).
+void PutBody(json& out, const std::string& body) {
+  if (IsValidUtf8(body)) {
+    out["body"] = body;
+    return;
+  }
+  std::string encoded(4 * ((body.size() + 2) / 3) + 1, '\0');
+  const int n = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(encoded.data()),
+                                reinterpret_cast<const unsigned char*>(body.data()),
+                                static_cast<int>(body.size()));
+  encoded.resize(static_cast<std::size_t>(n));
+  out["body_base64"] = std::move(encoded);
+}
+
+}  // namespace
+
+void Shard::HandleCall(const Route& route, HttpRequest& request, HttpResponse& response) {
+  if (services_.async_calls == nullptr) {
+    return SetErrorResponse(NotFound("async invocations are not available on this node"), response);
+  }
+  auto call = services_.async_calls->Get(std::string(route.name));
+  if (!call.ok()) return SetErrorResponse(call.status(), response);
+  const AsyncRequest& async = call->request;
+  // A token-protected function's results need the token; a public one's, only the id.
+  auto fn = services_.catalog->Find(async.function);
+  const bool protected_fn = !fn || fn->spec->auth == AuthMode::kToken;
+  if (protected_fn && !Authorized(request[http::field::authorization])) {
+    return SetErrorResponse(
+        Unauthenticated("this call's result needs 'Authorization: Bearer <token>'"), response);
+  }
+  json body = {{"id", call->id},
+               {"function", async.function},
+               {"state", call->state},
+               {"accepted_at", Rfc3339(call->accepted_at)}};
+  if (call->finished_at) body["finished_at"] = Rfc3339(*call->finished_at);
+  if (call->result) {
+    const AsyncResult& result = *call->result;
+    if (result.ok) {
+      json reply = {{"status", result.status}, {"content_type", result.content_type}};
+      json headers = json::object();
+      for (const auto& [name, value] : result.headers) headers[name] = value;
+      reply["headers"] = std::move(headers);
+      PutBody(reply, result.body);
+      body["result"] = std::move(reply);
+    } else {
+      body["error"] = {{"kind", result.error_kind},
+                       {"message", result.error_message},
+                       {"status", result.status}};
+    }
+  }
+  SetJson(response, http::status::ok, body);
 }
 
 void Shard::HandleDeploy(HttpRequest& request, HttpResponse& response) {

@@ -9,6 +9,7 @@
 #include <fmt/format.h>
 #include <yaml-cpp/yaml.h>
 
+#include "node/http_actions.h"
 #include "node/node.h"
 #include "wisp/units.h"
 
@@ -109,6 +110,18 @@ class ConfigReader {
       return Status::Ok();
     });
   }
+  Status StringList(const char* key, std::vector<std::string>* out) {
+    seen_.push_back(key);
+    YAML::Node value = node_[key];
+    if (!value) return Status::Ok();
+    if (!value.IsSequence()) return Error(key, "expected a list");
+    out->clear();
+    for (const auto& item : value) {
+      if (!item.IsScalar()) return Error(key, "expected a list of strings");
+      out->push_back(item.Scalar());
+    }
+    return Status::Ok();
+  }
   Result<ConfigReader> Child(const char* key) {
     seen_.push_back(key);
     YAML::Node value = node_[key];
@@ -172,6 +185,22 @@ Status ReadConfig(ConfigReader& root, NodeConfig* c) {
   RETURN_IF_ERROR(mqtt.String("key_file", &c->mqtt.key_file));
   RETURN_IF_ERROR(mqtt.String("dead_letter_topic", &c->mqtt.dead_letter_topic));
   RETURN_IF_ERROR(mqtt.CheckNoUnknownKeys());
+  ASSIGN_OR_RETURN(ConfigReader actions, root.Child("actions"));
+  RETURN_IF_ERROR(actions.StringList("http_allow", &c->actions.http_allow));
+  for (const std::string& entry : c->actions.http_allow) {
+    if (Status s = ParseHttpAllowEntry(entry).status(); !s.ok()) {
+      return actions.Error("http_allow", s.message());
+    }
+  }
+  RETURN_IF_ERROR(actions.Duration("http_timeout", &c->actions.http_timeout));
+  RETURN_IF_ERROR(actions.Int("http_attempts", &c->actions.http_attempts, 1, 10));
+  RETURN_IF_ERROR(actions.Int("http_queue", &c->actions.http_queue, 1, 1'000'000));
+  RETURN_IF_ERROR(actions.Int("http_workers", &c->actions.http_workers, 1, 64));
+  RETURN_IF_ERROR(actions.CheckNoUnknownKeys());
+  ASSIGN_OR_RETURN(ConfigReader async, root.Child("async"));
+  RETURN_IF_ERROR(async.Int("max_pending", &c->async.max_pending, 1, 1'000'000));
+  RETURN_IF_ERROR(async.Duration("result_ttl", &c->async.result_ttl));
+  RETURN_IF_ERROR(async.CheckNoUnknownKeys());
   return root.CheckNoUnknownKeys();
 }
 

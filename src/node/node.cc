@@ -127,6 +127,17 @@ int RunNode(const NodeConfig& input_config) {
   services.state_backend = backend->get();
   services.token = *token;
   services.shard_count = shard_count;
+  HttpActions http_actions(config.actions, &metrics);
+  services.http_actions = &http_actions;
+  auto async_calls =
+      AsyncCalls::Open(config.data_dir, config.async.max_pending, config.async.result_ttl);
+  if (!async_calls.ok()) return fail(async_calls.status());
+  services.async_calls = async_calls->get();
+  const int async_collector = metrics.AddCollector([calls = async_calls->get()](std::string& out) {
+    AppendMetricFamily(out, "wisp_async_calls_pending", "gauge",
+                       "Async invocations accepted and not finished.");
+    fmt::format_to(std::back_inserter(out), "wisp_async_calls_pending {}\n", calls->pending());
+  });
 
   std::vector<std::unique_ptr<Shard>> shards;
   std::uint16_t port = config.listen_port;
@@ -185,6 +196,18 @@ int RunNode(const NodeConfig& input_config) {
     info << nlohmann::json{{"url", url}, {"pid", ::getpid()}}.dump() << "\n";
   }
 
+  // Calls accepted by an earlier run and never finished run again now (at least once).
+  if (auto unfinished = (*async_calls)->Unfinished(); !unfinished.ok()) {
+    spdlog::error("async calls: {}", unfinished.status().message());
+  } else if (!unfinished->empty()) {
+    spdlog::info("async calls: running {} call(s) left unfinished by the last run",
+                 unfinished->size());
+    for (AsyncCall& call : *unfinished) {
+      Shard* shard = shards[std::hash<std::string>{}(call.id) % shards.size()].get();
+      boost::asio::post(shard->io(), [shard, call = std::move(call)] { shard->RunAsync(call); });
+    }
+  }
+
   // Signals go to the main thread only: block them before the shard threads inherit the mask.
   sigset_t signals;
   sigemptyset(&signals);
@@ -228,6 +251,8 @@ int RunNode(const NodeConfig& input_config) {
   }
   for (auto& thread : threads) thread.join();
   shards.clear();
+  http_actions.Stop();  // callbacks still queued are dropped; their results stay readable
+  metrics.RemoveCollector(async_collector);
   fs::remove(NodeInfoPath(config.data_dir), ec);
   ::close(*lock_fd);
   spdlog::info("stopped");

@@ -28,6 +28,23 @@ struct MqttConfig {
   std::string dead_letter_topic;             // malformed payloads are also published here
 };
 
+// Where handlers' ctx.http_post and async-invoke callbacks may send, and how (docs/config.md).
+struct ActionsConfig {
+  // URL prefixes ("http://scada.local:8080/hooks"): a URL is allowed when its host and port are
+  // an entry's and its path starts with the entry's path at a '/' boundary. Empty: none.
+  std::vector<std::string> http_allow;
+  std::chrono::milliseconds http_timeout{10'000};  // per attempt
+  int http_attempts = 3;  // transport errors, 429 and 5xx are retried with backoff
+  int http_queue = 1000;  // POSTs waiting to be sent; beyond it a POST is refused
+  int http_workers = 2;   // threads sending (a slow endpoint holds one)
+};
+
+// Async invocations (POST /v1/functions/{name}/invoke-async).
+struct AsyncConfig {
+  int max_pending = 1000;                           // accepted, not yet finished; 429 beyond
+  std::chrono::milliseconds result_ttl{3'600'000};  // finished results kept for GET /v1/calls
+};
+
 struct NodeConfig {
   std::string listen_host = "127.0.0.1";
   std::uint16_t listen_port = 8080;  // 0: pick a free port (written to <data>/node.json)
@@ -37,6 +54,8 @@ struct NodeConfig {
   std::string state_backend = "sqlite";
   bool state_sync_full = false;
   MqttConfig mqtt;
+  ActionsConfig actions;
+  AsyncConfig async;
   std::string log_level = "info";
   std::chrono::milliseconds drain_timeout{10'000};
   std::vector<std::string> deploy_dirs;  // function directories deployed at start (--deploy)

@@ -305,4 +305,139 @@ std::chrono::system_clock::time_point Shard::Host::Now() const {
   return std::chrono::system_clock::now();
 }
 
+Status Shard::Host::HttpPost(std::string_view url, std::string_view body,
+                             const HttpPostOptions& options) {
+  HttpActions* actions = shard_.services_.http_actions;
+  if (actions == nullptr) return PermissionDenied("HTTP actions are not available on this node");
+  wisp::HttpPost post;
+  post.url = std::string(url);
+  post.body = std::string(body);
+  post.content_type = std::string(options.content_type);
+  post.headers = options.headers;
+  post.origin = fn_->spec->name;
+  Status queued = actions->Enqueue(std::move(post));
+  if (queued.ok()) {
+    metrics_->emits.Add();
+  } else if (queued.code() != StatusCode::kInvalidArgument &&
+             queued.code() != StatusCode::kPermissionDenied) {
+    metrics_->emit_failures.Add();
+    fn_->log->Append(LogLevel::kWarn, fmt::format("http_post {} not queued: {}", url.substr(0, 128),
+                                                  queued.message()));
+  }
+  return queued;
+}
+
+void Shard::RunAsync(const AsyncCall& call) {
+  // Left queued: the next start runs it (the record is durable).
+  if (services_.draining.load(std::memory_order_relaxed)) return;
+  const AsyncRequest& request = call.request;
+  AsyncResult result;
+  auto fail = [&](const Status& status) {
+    result.ok = false;
+    result.status = HttpStatusFor(status.code());
+    result.error_kind = std::string(status.kind());
+    result.error_message = status.message();
+  };
+  ShardFunction* sf = FindFunction(request.function);
+  if (sf == nullptr) {
+    fail(NotFound(fmt::format("function '{}' was removed before the call ran", request.function)));
+  } else {
+    header_views_.clear();
+    for (const auto& [name, value] : request.headers) header_views_.push_back({name, value});
+    const std::string path = fmt::format("/v1/functions/{}/invoke-async", request.function);
+    Event event;
+    event.trigger = TriggerKind::kHttp;
+    event.id = (static_cast<std::uint64_t>(index_) << 56) | ++next_event_seq_;
+    event.timestamp = call.accepted_at;
+    event.method = "POST";
+    event.path = path;
+    event.query = request.query;
+    event.content_type = request.content_type;
+    event.headers = header_views_;
+    event.body = request.body;
+    std::optional<nlohmann::json> decoded;
+    Status bad_body;
+    if (!event.body.empty() && IsJsonContentType(event.content_type)) {
+      auto parsed = DecodeJsonBody(event.body);
+      if (parsed.ok()) {
+        decoded.emplace(std::move(*parsed));
+        event.json = &*decoded;
+      } else {
+        bad_body = parsed.status();
+      }
+    }
+    if (!bad_body.ok()) {
+      CountFailure(*sf, event, bad_body);
+      fail(bad_body);
+    } else {
+      bool cold = false;
+      Result<Reply> reply = RunFunction(*sf, event, &cold);
+      if (!reply.ok()) {
+        fail(reply.status());
+      } else {
+        result.ok = true;
+        result.status = reply->status;
+        result.content_type = std::move(reply->content_type);
+        result.headers = std::move(reply->headers);
+        result.body = std::move(reply->body);
+      }
+    }
+  }
+  if (Status recorded = services_.async_calls->Finish(call.id, result); !recorded.ok()) {
+    spdlog::error("async call {}: the result could not be recorded: {}", call.id,
+                  recorded.message());
+  }
+  DeliverAsyncResult(call, result);
+}
+
+void Shard::DeliverAsyncResult(const AsyncCall& call, const AsyncResult& result) {
+  const AsyncRequest& request = call.request;
+  std::string error_body;
+  if (!result.ok) {
+    error_body =
+        nlohmann::json{{"error", {{"kind", result.error_kind}, {"message", result.error_message}}}}
+            .dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  }
+  if (!request.callback_url.empty() && services_.http_actions != nullptr) {
+    wisp::HttpPost post;
+    post.url = request.callback_url;
+    post.origin = request.function;
+    post.body = result.ok ? result.body : error_body;
+    post.content_type = result.ok ? (result.content_type.empty() ? "text/plain; charset=utf-8"
+                                                                 : result.content_type)
+                                  : "application/json";
+    post.headers = {{"X-Call-Id", call.id},
+                    {"X-Function-Name", request.function},
+                    {"X-Function-Status", std::to_string(result.status)}};
+    if (!result.ok) post.headers.emplace_back("X-Wisp-Error", result.error_kind);
+    if (Status queued = services_.http_actions->Enqueue(std::move(post)); !queued.ok()) {
+      spdlog::warn("async call {}: callback to {} not sent: {}", call.id, request.callback_url,
+                   queued.message());
+    }
+  }
+  if (!request.reply_topic.empty() && services_.publish) {
+    nlohmann::json envelope = {{"id", call.id},
+                               {"function", request.function},
+                               {"status", result.status},
+                               {"ok", result.ok}};
+    if (!result.ok) {
+      envelope["error"] = {{"kind", result.error_kind}, {"message", result.error_message}};
+    } else if (IsJsonContentType(result.content_type) || LooksLikeJson(result.body)) {
+      auto parsed = DecodeJsonBody(result.body);
+      envelope["body"] = parsed.ok() ? std::move(*parsed) : nlohmann::json(result.body);
+    } else {
+      envelope["body"] = result.body;
+    }
+    EmitOptions options;
+    options.qos = 1;
+    Status published = services_.publish(
+        request.reply_topic,
+        envelope.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace), options);
+    if (!published.ok()) {
+      spdlog::warn("async call {}: reply to {} not published: {}", call.id, request.reply_topic,
+                   published.message());
+    }
+  }
+}
+
 }  // namespace wisp

@@ -23,7 +23,9 @@
 #include "http/request.h"
 #include "http/server.h"
 #include "metrics/metrics.h"
+#include "node/async_calls.h"
 #include "node/function_catalog.h"
+#include "node/http_actions.h"
 #include "node/node.h"
 #include "wisp/runtime.h"
 #include "wisp/state_store.h"
@@ -55,6 +57,10 @@ struct NodeServices {
   // Publishes an action through the broker; empty when no broker is configured. Thread-safe.
   std::function<Status(std::string_view topic, std::string_view payload, const EmitOptions&)>
       publish;
+  // Sends ctx.http_post and async callbacks (allowlisted URLs only). Never null once running.
+  HttpActions* http_actions = nullptr;
+  // Durable async invocations; null only in tests that build a shard by hand.
+  AsyncCalls* async_calls = nullptr;
   // Records a dead letter beyond the function's log (a dead-letter topic); may be empty.
   std::function<void(const std::string& function, const MqttDelivery&, const Status& why)>
       dead_letter;
@@ -76,6 +82,11 @@ class Shard final : public HttpHandler {
   // Both are posted to the shard's loop by other threads.
   void Prewarm();  // brings every function up to its scale.min warm instances
   void Drain();    // stops accepting; in-flight requests finish
+
+  // Runs an accepted async call and delivers its result (record, callback URL, reply topic).
+  // Posted by the shard that accepted it, or at start for calls a previous run left
+  // unfinished. Shard thread only.
+  void RunAsync(const AsyncCall& call);
 
   // Runs `function` on an MQTT message; posted by the MQTT trigger. Shard thread only.
   void DeliverMqtt(const std::string& function, const MqttDelivery& delivery);
@@ -105,6 +116,8 @@ class Shard final : public HttpHandler {
     Status Emit(std::string_view topic, std::string_view payload,
                 const EmitOptions& options) override;
     std::chrono::system_clock::time_point Now() const override;
+    Status HttpPost(std::string_view url, std::string_view body,
+                    const HttpPostOptions& options) override;
 
    private:
     Shard& shard_;
@@ -138,6 +151,9 @@ class Shard final : public HttpHandler {
 
   bool Authorized(std::string_view authorization) const;  // constant-time token check
   void HandleInvoke(const Route& route, HttpRequest& request, HttpResponse& response);
+  void HandleInvokeAsync(const Route& route, HttpRequest& request, HttpResponse& response);
+  void HandleCall(const Route& route, HttpRequest& request, HttpResponse& response);
+  void DeliverAsyncResult(const AsyncCall& call, const AsyncResult& result);
   void HandleDeploy(HttpRequest& request, HttpResponse& response);
   void HandleList(HttpResponse& response);
   void HandleDescribe(const Route& route, HttpResponse& response);

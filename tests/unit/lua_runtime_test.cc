@@ -576,6 +576,37 @@ TEST_F(LuaRuntimeTest, EmitIsRecorded) {
   EXPECT_TRUE(Contains(RunError("ctx.emit('t')").message(), "want a string or a table"));
 }
 
+TEST_F(LuaRuntimeTest, HttpPostQueuesOrRaises) {
+  EXPECT_EQ(Run(R"(
+    local a = ctx.http_post('http://allowed/a', { v = 1 })
+    local b = ctx.http_post('http://allowed/b', 'text', { content_type = 'text/csv',
+                                                          headers = { ['X-K'] = 'v' } })
+    return tostring(a) .. ' ' .. tostring(b))")
+                .body,
+            "true true");
+  ASSERT_EQ(host_.posted.size(), 2u);
+  EXPECT_EQ(host_.posted[0].url, "http://allowed/a");
+  EXPECT_EQ(nlohmann::json::parse(host_.posted[0].body), nlohmann::json({{"v", 1}}));
+  EXPECT_EQ(host_.posted[0].content_type, "application/json");
+  EXPECT_EQ(host_.posted[1].body, "text");
+  EXPECT_EQ(host_.posted[1].content_type, "text/csv");
+  EXPECT_EQ(host_.posted[1].headers,
+            (std::vector<std::pair<std::string, std::string>>{{"X-K", "v"}}));
+
+  // Not queued now: nil and the reason, no error.
+  host_.post_result = ResourceExhausted("queue full");
+  EXPECT_EQ(Run("local ok, err = ctx.http_post('http://allowed/c', 'x') "
+                "return tostring(ok) .. ' ' .. err")
+                .body,
+            "nil queue full");
+  // Not allowed or malformed: the handler raises.
+  EXPECT_TRUE(Contains(RunError("ctx.http_post('http://evil/', 'x')").message(), "not allowed"));
+  EXPECT_TRUE(Contains(
+      RunError("ctx.http_post('http://allowed/', 'x', { headers = { 1 } })").message(), "headers"));
+  EXPECT_TRUE(
+      Contains(RunError("ctx.http_post('http://allowed/')").message(), "want a string or a table"));
+}
+
 TEST_F(LuaRuntimeTest, LogIsRecorded) {
   Run(R"(
     ctx.log('a', 1, true, nil, 2.5)

@@ -36,6 +36,15 @@ mqtt:
   client_id: edge-7
   ca_file: /etc/wisp/ca.pem
   dead_letter_topic: wisp/dead-letter
+actions:
+  http_allow: [http://scada.local:8080/hooks, "http://10.0.0.5"]
+  http_timeout: 3s
+  http_attempts: 5
+  http_queue: 10
+  http_workers: 4
+async:
+  max_pending: 7
+  result_ttl: 10m
 )",
                                 "node.yaml");
   ASSERT_TRUE(config.ok()) << config.status().ToString();
@@ -55,6 +64,14 @@ mqtt:
   EXPECT_EQ(config->mqtt.client_id, "edge-7");
   EXPECT_EQ(config->mqtt.ca_file, "/etc/wisp/ca.pem");
   EXPECT_EQ(config->mqtt.dead_letter_topic, "wisp/dead-letter");
+  EXPECT_EQ(config->actions.http_allow,
+            (std::vector<std::string>{"http://scada.local:8080/hooks", "http://10.0.0.5"}));
+  EXPECT_EQ(config->actions.http_timeout.count(), 3000);
+  EXPECT_EQ(config->actions.http_attempts, 5);
+  EXPECT_EQ(config->actions.http_queue, 10);
+  EXPECT_EQ(config->actions.http_workers, 4);
+  EXPECT_EQ(config->async.max_pending, 7);
+  EXPECT_EQ(config->async.result_ttl.count(), 600000);
 }
 
 TEST(NodeConfigTest, ErrorsNameTheKey) {
@@ -72,6 +89,10 @@ TEST(NodeConfigTest, ErrorsNameTheKey) {
       {"state: {sync: sometimes}", "state.sync"},
       {"mqtt: {brokr: x}", "mqtt.brokr: unknown key"},
       {"listn: 1", "listn: unknown key"},
+      {"actions: {http_allow: http://x}", "actions.http_allow: expected a list"},
+      {"actions: {http_allow: [\"https://x\"]}", "actions.http_allow: https://"},
+      {"actions: {http_attempts: 0}", "actions.http_attempts"},
+      {"async: {max_pending: 0}", "async.max_pending"},
       {"http: 5", "http: expected a map"},
       {"[1, 2]", "expected a map"},
       {"listen: [", "line"},

@@ -23,15 +23,23 @@ TEST(RouteTargetTest, RoutesEveryEndpoint) {
   EXPECT_EQ(invoke.path, "/v1/functions/hello/invoke");
   EXPECT_EQ(invoke.query, "x=1&y=2");
 
+  Route async = RouteTarget("/v1/functions/hello/invoke-async");
+  EXPECT_EQ(async.kind, RouteKind::kFunctionInvokeAsync);
+  EXPECT_EQ(async.name, "hello");
+
+  Route call = RouteTarget("/v1/calls/0123abcd?x=1");
+  EXPECT_EQ(call.kind, RouteKind::kCall);
+  EXPECT_EQ(call.name, "0123abcd");
+
   Route logs = RouteTarget("/v1/functions/hello/logs?tail=5");
   EXPECT_EQ(logs.kind, RouteKind::kFunctionLogs);
   EXPECT_EQ(QueryParam(logs.query, "tail"), "5");
 }
 
 TEST(RouteTargetTest, UnknownTargetsAreNotFound) {
-  for (const char* target :
-       {"", "/", "/v1", "/v1/functionsX", "/v1/functions//invoke", "/v1/functions/hello/other",
-        "/v1/functions/hello/invoke/extra", "/healthz/x", "*"}) {
+  for (const char* target : {"", "/", "/v1", "/v1/functionsX", "/v1/functions//invoke",
+                             "/v1/functions/hello/other", "/v1/functions/hello/invoke/extra",
+                             "/healthz/x", "*", "/v1/calls/", "/v1/calls/a/b", "/v1/calls"}) {
     EXPECT_EQ(RouteTarget(target).kind, RouteKind::kNotFound) << target;
   }
 }

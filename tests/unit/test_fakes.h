@@ -121,8 +121,25 @@ class RecordingHost : public HostApi {
     return Status::Ok();
   }
   std::chrono::system_clock::time_point Now() const override { return now; }
+  struct Posted {
+    std::string url, body, content_type;
+    std::vector<std::pair<std::string, std::string>> headers;
+  };
+  // Allows URLs under http://allowed/; `post_result` stands for a full queue and the like.
+  Status HttpPost(std::string_view url, std::string_view body,
+                  const HttpPostOptions& options) override {
+    if (!url.starts_with("http://allowed/")) {
+      return PermissionDenied("'" + std::string(url) + "' is not allowed");
+    }
+    if (!post_result.ok()) return post_result;
+    posted.push_back(
+        {std::string(url), std::string(body), std::string(options.content_type), options.headers});
+    return Status::Ok();
+  }
 
   std::vector<LogLine> logs;
+  std::vector<Posted> posted;
+  Status post_result;
   std::vector<Emitted> emitted;
   std::chrono::system_clock::time_point now{};
 

@@ -1408,7 +1408,8 @@ class LuaInstance final : public Instance {
                                   {"warn", &LuaInstance::CtxLog<LogLevel::kWarn>},
                                   {"error", &LuaInstance::CtxLog<LogLevel::kError>},
                                   {"now", &LuaInstance::CtxNow},
-                                  {"emit", &LuaInstance::CtxEmit}};
+                                  {"emit", &LuaInstance::CtxEmit},
+                                  {"http_post", &LuaInstance::CtxHttpPost}};
     for (const luaL_Reg& f : functions) {
       lua_pushcfunction(L, f.func);
       lua_setfield(L, -2, f.name);
@@ -1888,6 +1889,59 @@ class LuaInstance final : public Instance {
     Status status = host.Emit(std::string_view(topic, topic_len), payload, options);
     if (!status.ok()) return luaL_error(L, "ctx.emit: %s", status.message().c_str());
     return 0;
+  }
+
+  // ctx.http_post(url, body [, {content_type = ..., headers = {name = value}}]): true once
+  // queued; nil and a message when the node cannot queue it now. A URL that is malformed or
+  // not allowed is a bug in the function or its node's config, so it raises.
+  static int CtxHttpPost(lua_State* L) {
+    HostApi& host = RequireHost(L, "ctx.http_post");
+    std::size_t url_len = 0;
+    const char* url = luaL_checklstring(L, 1, &url_len);
+    HttpPostOptions options;
+    std::string content_type;
+    if (!lua_isnoneornil(L, 3)) {
+      luaL_checktype(L, 3, LUA_TTABLE);
+      lua_getfield(L, 3, "content_type");
+      if (!lua_isnil(L, -1)) {
+        if (lua_type(L, -1) != LUA_TSTRING) {
+          return luaL_error(L, "ctx.http_post: content_type must be a string");
+        }
+        content_type = lua_tostring(L, -1);
+      }
+      lua_pop(L, 1);
+      lua_getfield(L, 3, "headers");
+      if (!lua_isnil(L, -1)) {
+        if (!lua_istable(L, -1)) return luaL_error(L, "ctx.http_post: headers must be a table");
+        lua_pushnil(L);
+        while (lua_next(L, -2) != 0) {
+          if (lua_type(L, -2) != LUA_TSTRING || lua_type(L, -1) != LUA_TSTRING) {
+            return luaL_error(L, "ctx.http_post: headers must map names to strings");
+          }
+          options.headers.emplace_back(lua_tostring(L, -2), lua_tostring(L, -1));
+          lua_pop(L, 1);
+        }
+      }
+      lua_pop(L, 1);
+    }
+    if (content_type.empty()) {
+      content_type =
+          lua_type(L, 2) == LUA_TSTRING ? "text/plain; charset=utf-8" : "application/json";
+    }
+    options.content_type = content_type;
+    std::string_view body = PayloadArgument(L, 2, "ctx.http_post");
+    Status status = host.HttpPost(std::string_view(url, url_len), body, options);
+    if (status.code() == StatusCode::kInvalidArgument ||
+        status.code() == StatusCode::kPermissionDenied) {
+      return luaL_error(L, "ctx.http_post: %s", status.message().c_str());
+    }
+    if (!status.ok()) {
+      lua_pushnil(L);
+      lua_pushstring(L, status.message().c_str());
+      return 2;
+    }
+    lua_pushboolean(L, 1);
+    return 1;
   }
 
   // ctx.state:method(key, ...): argument 1 is ctx.state itself.

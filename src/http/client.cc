@@ -1,4 +1,4 @@
-#include "cli/http_client.h"
+#include "http/client.h"
 
 // <utility> before any Asio header: Boost 1.74's asio uses std::exchange without including it,
 // which GCC 12 in C++20 mode does not forgive.
