@@ -122,6 +122,16 @@ pinned() {
   [[ -n "$cpus" ]] && prefix+=(taskset -c "$cpus")
   "${prefix[@]}" "$@"
 }
+# spawn CPUS CMD... &: the same for a server run in the background. The subshell that `&` makes
+# execs CMD (nice and taskset exec too), so that $! is CMD's own PID and stop_pid reaches it.
+spawn() {
+  local cpus=$1
+  shift
+  local prefix=()
+  [[ -n "$NICE" ]] && prefix+=(nice -n "$NICE")
+  [[ -n "$cpus" ]] && prefix+=(taskset -c "$cpus")
+  exec "${prefix[@]}" "$@"
+}
 
 free_port() {
   if command -v python3 >/dev/null; then
@@ -163,7 +173,7 @@ log_type warning
 EOF
 if [[ $(id -u) -eq 0 ]]; then echo "user root" >>"$TMP/mosquitto.conf"; fi
 log "broker: $("$MOSQUITTO" -h 2>&1 | head -n1 | sed 's/^mosquitto //'), 127.0.0.1:$BROKER_PORT"
-pinned "$BROKER_CPUS" "$MOSQUITTO" -c "$TMP/mosquitto.conf" >"$TMP/mosquitto.out" 2>&1 &
+spawn "$BROKER_CPUS" "$MOSQUITTO" -c "$TMP/mosquitto.conf" >"$TMP/mosquitto.out" 2>&1 &
 BROKER_PID=$!
 PIDS+=("$BROKER_PID")
 for _ in $(seq 100); do
@@ -225,10 +235,10 @@ if wants relay; then
   [[ "$RELAY_NODELAY" == 1 ]] && nodelay=(--nodelay)
   # Two processes joined by a FIFO rather than a shell pipe, so that both have a PID to stop.
   mkfifo "$TMP/relay.fifo"
-  pinned "$RELAY_CPUS" mosquitto_pub -h 127.0.0.1 -p "$BROKER_PORT" -q "$QOS" "${nodelay[@]}" \
+  spawn "$RELAY_CPUS" mosquitto_pub -h 127.0.0.1 -p "$BROKER_PORT" -q "$QOS" "${nodelay[@]}" \
     -i "bench-relay-pub-$$" -t bench/relay/out -l <"$TMP/relay.fifo" >"$TMP/relay-pub.log" 2>&1 &
   PIDS+=($!)
-  pinned "$RELAY_CPUS" mosquitto_sub -h 127.0.0.1 -p "$BROKER_PORT" -q "$QOS" "${nodelay[@]}" \
+  spawn "$RELAY_CPUS" mosquitto_sub -h 127.0.0.1 -p "$BROKER_PORT" -q "$QOS" "${nodelay[@]}" \
     -i "bench-relay-sub-$$" -t bench/relay/in >"$TMP/relay.fifo" 2>"$TMP/relay-sub.log" &
   relay_sub_pid=$!
   PIDS+=("$relay_sub_pid")
@@ -253,7 +263,7 @@ mqtt:
   client_id: wisp-bench-$name-$$
 EOF
   log "$name: $WISPD --shards $SHARDS --broker mqtt://127.0.0.1:$BROKER_PORT --deploy functions/$name"
-  pinned "$NODE_CPUS" "$WISPD" --listen 127.0.0.1:0 --data "$data" --config "$TMP/wisp-$name.yaml" \
+  spawn "$NODE_CPUS" "$WISPD" --listen 127.0.0.1:0 --data "$data" --config "$TMP/wisp-$name.yaml" \
     --shards "$SHARDS" --broker "mqtt://127.0.0.1:$BROKER_PORT" --deploy "$HERE/functions/$name" \
     >"$TMP/wispd-$name.log" 2>&1 &
   pid=$!
