@@ -19,6 +19,10 @@ Route RouteTarget(std::string_view target) {
     route.kind = RouteKind::kMetrics;
     return route;
   }
+  if (target == "/v1/events") {
+    route.kind = RouteKind::kEvents;
+    return route;
+  }
   constexpr std::string_view kFunctions = "/v1/functions";
   if (!target.starts_with(kFunctions)) return route;
   std::string_view rest = target.substr(kFunctions.size());

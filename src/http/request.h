@@ -20,6 +20,7 @@ enum class RouteKind {
   kFunction,        // /v1/functions/{name}
   kFunctionLogs,    // /v1/functions/{name}/logs
   kFunctionInvoke,  // /v1/functions/{name}/invoke
+  kEvents,          // /v1/events (the event archive)
 };
 
 struct Route {

@@ -112,6 +112,13 @@ struct alignas(64) HttpShardMetrics {
   std::atomic<std::int64_t> connections_open{0};
 };
 
+// The event archive's writer on one shard (src/archive/).
+struct alignas(64) ArchiveShardMetrics {
+  ShardCounter records;       // records appended
+  ShardCounter bytes;         // bytes written to segments
+  ShardCounter write_errors;  // failed writes (their records are dropped)
+};
+
 class MetricsRegistry {
  public:
   explicit MetricsRegistry(int shards);
@@ -122,6 +129,7 @@ class MetricsRegistry {
   void RemoveFunction(const std::string& name);
 
   HttpShardMetrics& http(int shard) { return *http_[shard]; }
+  ArchiveShardMetrics& archive(int shard) { return *archive_[shard]; }
 
   // The whole exposition text. Thread-safe; takes the map's mutex only.
   std::string RenderPrometheus(std::string_view version, std::string_view commit) const;
@@ -129,6 +137,7 @@ class MetricsRegistry {
  private:
   int shards_;
   std::vector<std::unique_ptr<HttpShardMetrics>> http_;
+  std::vector<std::unique_ptr<ArchiveShardMetrics>> archive_;
   mutable std::mutex mu_;
   std::map<std::string, FunctionMetricsPtr> functions_;  // guarded by mu_
 };
