@@ -143,8 +143,9 @@ void ShardArchive::Start(boost::asio::io_context& io) {
 void ShardArchive::ArmTimer() {
   timer_->expires_after(options_.flush_interval);
   timer_->async_wait([this](boost::system::error_code ec) {
-    if (ec) return;  // cancelled by Stop
-    (void)Flush();   // a failure is counted and logged by Flush
+    // A wait that completed before Stop() may still run after it: Stop() dropped the timer.
+    if (ec || timer_ == nullptr) return;
+    (void)Flush();  // a failure is counted and logged by Flush
     ArmTimer();
   });
 }

@@ -7,6 +7,9 @@
 #include <filesystem>
 #include <fstream>
 #include <set>
+#include <thread>
+
+#include <boost/asio/post.hpp>
 
 #include <nlohmann/json.hpp>
 
@@ -528,6 +531,26 @@ TEST_F(EventArchiveTest, BadCursorIsAClearError) {
   auto missing = QueryArchive(dir_.path() + "/nowhere", {});
   ASSERT_TRUE(missing.ok());
   EXPECT_TRUE(missing->records.empty());
+}
+
+TEST_F(EventArchiveTest, TimerFlushesAndStopLetsTheLoopRunDry) {
+  // Stop() may run after a flush wait has completed but before its handler ran (a shard busy
+  // in a long call when the drain arrives); the handler must then not re-arm. Each round's
+  // io.run() returns only once no timer is left.
+  auto options = Options();
+  options.flush_interval = milliseconds(1);
+  for (int round = 0; round < 20; ++round) {
+    boost::asio::io_context io;
+    auto w = Writer(options);
+    AppendNumbered(*w, round);
+    w->Start(io);
+    boost::asio::post(io, [&] {
+      std::this_thread::sleep_for(milliseconds(3));  // lets the wait complete meanwhile
+      boost::asio::post(io, [&] { w->Stop(); });
+    });
+    io.run();
+    EXPECT_EQ(Query().records.size(), static_cast<std::size_t>(round + 1));
+  }
 }
 
 TEST_F(EventArchiveTest, WriteErrorsAreCountedAndTheWriterRecovers) {
