@@ -12,6 +12,7 @@
 
 #include "cli/client_config.h"
 #include "cli/commands.h"
+#include "cli/events_command.h"
 #include "node/node.h"
 #include "node/node_flags.h"
 
@@ -103,6 +104,7 @@ int main(int argc, char** argv) {
   auto* token = app.add_subcommand("token", "Print the local node's token");
   auto* health = app.add_subcommand("health", "Check that the node is up");
   add_output(health);
+  wisp::AddEventsCommand(app, inputs, timeout_s);
 
   if (argc == 1) {
     std::cout << app.help();

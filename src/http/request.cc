@@ -19,6 +19,10 @@ Route RouteTarget(std::string_view target) {
     route.kind = RouteKind::kMetrics;
     return route;
   }
+  if (target == "/v1/events") {
+    route.kind = RouteKind::kEvents;
+    return route;
+  }
   constexpr std::string_view kCalls = "/v1/calls/";
   if (target.starts_with(kCalls)) {
     route.name = target.substr(kCalls.size());

@@ -22,6 +22,7 @@ enum class RouteKind {
   kFunctionInvoke,       // /v1/functions/{name}/invoke
   kFunctionInvokeAsync,  // /v1/functions/{name}/invoke-async
   kCall,                 // /v1/calls/{id}: an async invocation; `name` holds the id
+  kEvents,               // /v1/events (the event archive)
 };
 
 struct Route {

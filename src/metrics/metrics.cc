@@ -36,6 +36,7 @@ FunctionMetrics::Totals FunctionMetrics::Sum() const {
 
 MetricsRegistry::MetricsRegistry(int shards) : shards_(shards) {
   for (int i = 0; i < shards; ++i) http_.push_back(std::make_unique<HttpShardMetrics>());
+  for (int i = 0; i < shards; ++i) archive_.push_back(std::make_unique<ArchiveShardMetrics>());
 }
 
 FunctionMetricsPtr MetricsRegistry::ForFunction(const std::string& name,
@@ -159,6 +160,22 @@ std::string MetricsRegistry::RenderPrometheus(std::string_view version,
     std::lock_guard lock(collectors_mu_);
     for (const auto& [id, render] : collectors_) render(out);
   }
+
+  std::uint64_t archived = 0, archived_bytes = 0, archive_errors = 0;
+  for (const auto& a : archive_) {
+    archived += a->records.Get();
+    archived_bytes += a->bytes.Get();
+    archive_errors += a->write_errors.Get();
+  }
+  fmt::format_to(it,
+                 "# HELP wisp_archive_records_total Records appended to the event archive.\n"
+                 "# TYPE wisp_archive_records_total counter\nwisp_archive_records_total {}\n"
+                 "# HELP wisp_archive_bytes_total Bytes written to event archive segments.\n"
+                 "# TYPE wisp_archive_bytes_total counter\nwisp_archive_bytes_total {}\n"
+                 "# HELP wisp_archive_write_errors_total Failed archive writes (records dropped).\n"
+                 "# TYPE wisp_archive_write_errors_total counter\n"
+                 "wisp_archive_write_errors_total {}\n",
+                 archived, archived_bytes, archive_errors);
 
   if (functions.empty()) return out;
 

@@ -113,6 +113,13 @@ struct alignas(64) HttpShardMetrics {
   std::atomic<std::int64_t> connections_open{0};
 };
 
+// The event archive's writer on one shard (src/archive/).
+struct alignas(64) ArchiveShardMetrics {
+  ShardCounter records;       // records appended
+  ShardCounter bytes;         // bytes written to segments
+  ShardCounter write_errors;  // failed writes (their records are dropped)
+};
+
 class MetricsRegistry {
  public:
   explicit MetricsRegistry(int shards);
@@ -123,6 +130,7 @@ class MetricsRegistry {
   void RemoveFunction(const std::string& name);
 
   HttpShardMetrics& http(int shard) { return *http_[shard]; }
+  ArchiveShardMetrics& archive(int shard) { return *archive_[shard]; }
 
   // A component's own metric families (the MQTT connection, the HTTP action sender, ...),
   // appended to every scrape. `render` runs on the scraping thread while the registry's
@@ -138,6 +146,7 @@ class MetricsRegistry {
  private:
   int shards_;
   std::vector<std::unique_ptr<HttpShardMetrics>> http_;
+  std::vector<std::unique_ptr<ArchiveShardMetrics>> archive_;
   mutable std::mutex mu_;
   std::map<std::string, FunctionMetricsPtr> functions_;  // guarded by mu_
   mutable std::mutex collectors_mu_;

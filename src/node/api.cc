@@ -165,6 +165,9 @@ void Shard::Handle(HttpRequest& request, HttpResponse& response) {
     case RouteKind::kFunctionLogs:
       if (method == http::verb::get) return HandleLogs(route, response);
       return method_not_allowed("GET");
+    case RouteKind::kEvents:
+      if (method == http::verb::get) return HandleEvents(route, response);
+      return method_not_allowed("GET");
     default:
       return SetErrorResponse(Internal("unrouted request"), response);
   }

@@ -10,6 +10,7 @@
 #include <yaml-cpp/yaml.h>
 
 #include "node/http_actions.h"
+#include "archive/archive_format.h"
 #include "node/node.h"
 #include "wisp/units.h"
 
@@ -146,6 +147,41 @@ class ConfigReader {
   std::vector<std::string> seen_;
 };
 
+Status ReadArchiveConfig(ConfigReader& archive, ArchiveConfig* a) {
+  RETURN_IF_ERROR(archive.Scalar("enabled", [&](const std::string& v) -> Status {
+    if (v != "true" && v != "false")
+      return InvalidArgument(fmt::format("'{}' is not true or false", v));
+    a->enabled = v == "true";
+    return Status::Ok();
+  }));
+  // Ages reach days ("7d"), which node durations elsewhere do not need.
+  auto age = [&](const char* key, std::chrono::milliseconds* out) {
+    return archive.Scalar(key, [&](const std::string& v) -> Status {
+      ASSIGN_OR_RETURN(*out, ParseArchiveDuration(v));
+      if (out->count() < 1000) return InvalidArgument(fmt::format("'{}' is less than 1s", v));
+      return Status::Ok();
+    });
+  };
+  RETURN_IF_ERROR(archive.Bytes("segment_bytes", &a->segment_bytes));
+  RETURN_IF_ERROR(age("segment_age", &a->segment_age));
+  RETURN_IF_ERROR(archive.Bytes("retention_bytes", &a->retention_bytes));
+  RETURN_IF_ERROR(age("retention_age", &a->retention_age));
+  RETURN_IF_ERROR(archive.Scalar("payload_preview_bytes", [&](const std::string& v) -> Status {
+    ASSIGN_OR_RETURN(a->payload_preview_bytes, ParseByteSize(v));  // 0 keeps no payload bytes
+    if (a->payload_preview_bytes > kMaxPreviewBytes) {
+      return InvalidArgument(fmt::format("'{}' is more than the most kept, 64Ki", v));
+    }
+    return Status::Ok();
+  }));
+  if (a->segment_bytes < 4096) {
+    return archive.Error("segment_bytes", "must be at least 4Ki");
+  }
+  if (a->retention_bytes < a->segment_bytes) {
+    return archive.Error("retention_bytes", "must be at least segment_bytes");
+  }
+  return archive.CheckNoUnknownKeys();
+}
+
 Status ReadConfig(ConfigReader& root, NodeConfig* c) {
   RETURN_IF_ERROR(
       root.Scalar("listen", [&](const std::string& v) { return ParseListenAddress(v, c); }));
@@ -201,6 +237,8 @@ Status ReadConfig(ConfigReader& root, NodeConfig* c) {
   RETURN_IF_ERROR(async.Int("max_pending", &c->async.max_pending, 1, 1'000'000));
   RETURN_IF_ERROR(async.Duration("result_ttl", &c->async.result_ttl));
   RETURN_IF_ERROR(async.CheckNoUnknownKeys());
+  ASSIGN_OR_RETURN(ConfigReader archive, root.Child("archive"));
+  RETURN_IF_ERROR(ReadArchiveConfig(archive, &c->archive));
   return root.CheckNoUnknownKeys();
 }
 

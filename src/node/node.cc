@@ -18,6 +18,7 @@
 #include <spdlog/spdlog.h>
 #include <nlohmann/json.hpp>
 
+#include "archive/event_archive.h"
 #include "extensions/builtin.h"
 #include "node/mqtt_triggers.h"
 #include "node/node.h"
@@ -120,7 +121,22 @@ int RunNode(const NodeConfig& input_config) {
   FunctionCatalog catalog(config.data_dir, &metrics);
   catalog.LoadFromDisk();
 
+  std::unique_ptr<EventArchive> archive;
+  if (config.archive.enabled) {
+    ArchiveOptions options;
+    options.dir = (fs::path(config.data_dir) / "archive").string();
+    options.segment_bytes = config.archive.segment_bytes;
+    options.segment_age = config.archive.segment_age;
+    options.retention_bytes = config.archive.retention_bytes;
+    options.retention_age = config.archive.retention_age;
+    options.payload_preview_bytes = config.archive.payload_preview_bytes;
+    auto opened = EventArchive::Open(options, shard_count, &metrics);
+    if (!opened.ok()) return fail(opened.status().WithContext("event archive"));
+    archive = std::move(*opened);
+  }
+
   NodeServices services;
+  services.archive = archive.get();
   services.config = &config;
   services.catalog = &catalog;
   services.metrics = &metrics;

@@ -45,6 +45,16 @@ struct AsyncConfig {
   std::chrono::milliseconds result_ttl{3'600'000};  // finished results kept for GET /v1/calls
 };
 
+// The event archive (src/archive/event_archive.h, docs/config.md).
+struct ArchiveConfig {
+  bool enabled = true;
+  std::uint64_t segment_bytes = 16ull << 20;
+  std::chrono::milliseconds segment_age{3'600'000};
+  std::uint64_t retention_bytes = 256ull << 20;  // the whole archive, shared by the shards
+  std::chrono::milliseconds retention_age{7 * 86'400'000ll};
+  std::uint64_t payload_preview_bytes = 256;
+};
+
 struct NodeConfig {
   std::string listen_host = "127.0.0.1";
   std::uint16_t listen_port = 8080;  // 0: pick a free port (written to <data>/node.json)
@@ -56,6 +66,7 @@ struct NodeConfig {
   MqttConfig mqtt;
   ActionsConfig actions;
   AsyncConfig async;
+  ArchiveConfig archive;
   std::string log_level = "info";
   std::chrono::milliseconds drain_timeout{10'000};
   std::vector<std::string> deploy_dirs;  // function directories deployed at start (--deploy)

@@ -11,6 +11,7 @@ namespace wisp {
 Shard::Shard(int index, NodeServices& services) : index_(index), services_(services) {}
 
 Shard::~Shard() {
+  if (archive_) archive_->Stop();  // its timer is on io_, which goes with this shard
   for (auto& [name, sf] : functions_) DropInstances(sf);
 }
 
@@ -20,6 +21,10 @@ Status Shard::Init(std::uint16_t port) {
                                              services_.metrics->http(index_));
   RETURN_IF_ERROR(listener_->Listen(services_.config->listen_host, port));
   listener_->Start();
+  if (services_.archive) {
+    archive_ = &services_.archive->shard(index_);
+    archive_->Start(io_);
+  }
   return Status::Ok();
 }
 
@@ -28,6 +33,7 @@ void Shard::Run() { io_.run(); }
 void Shard::Drain() {
   draining_ = true;
   listener_->Drain();
+  if (archive_) archive_->Stop();  // its flush timer would keep the loop alive
   // A pending timer is work: the loop would never run dry with one armed.
   for (auto& [name, states] : timers_) {
     for (auto& state : states) {
@@ -201,16 +207,18 @@ Result<Reply> Shard::RunFunction(ShardFunction& sf, const Event& event, bool* co
   auto instance = AcquireInstance(sf, cold);
   if (!instance.ok()) {
     CountFailure(sf, event, instance.status());
+    if (archive_) archive_->RecordEvent(event, sf.fn->spec->name, instance.status(), {});
     return instance.status();
   }
   FunctionShardMetrics& metrics = sf.fn->metrics->shard(index_);
-  host_.Bind(sf.fn.get(), &metrics);
+  host_.Bind(sf.fn.get(), &metrics, &event);
   metrics.in_flight.fetch_add(1, std::memory_order_relaxed);
   const auto start = std::chrono::steady_clock::now();
   Result<Reply> reply = (*instance)->Invoke(event, host_);
   const auto elapsed = std::chrono::steady_clock::now() - start;
   metrics.in_flight.fetch_sub(1, std::memory_order_relaxed);
   metrics.trigger(event.trigger).duration.Record(elapsed);
+  if (archive_) archive_->RecordEvent(event, sf.fn->spec->name, reply.status(), elapsed);
   ReleaseInstance(sf, std::move(*instance), reply.status());
   if (!reply.ok()) {
     sf.fn->log->Append(LogLevel::kError, reply.status().ToString());
@@ -260,6 +268,9 @@ void Shard::DeliverMqtt(const std::string& function, const MqttDelivery& deliver
                                     QuoteUntrusted(delivery.payload.substr(0, kPreview), kPreview),
                                     delivery.payload.size() > kPreview ? "..." : ""));
     if (services_.dead_letter) services_.dead_letter(function, delivery, bad_payload);
+    if (archive_)
+      archive_->RecordDeadLetter(function, delivery.topic, delivery.payload, delivery.qos,
+                                 bad_payload);
     return;
   }
   if (decoded) event.json = &*decoded;
@@ -280,8 +291,12 @@ Status Shard::Host::Emit(std::string_view topic, std::string_view payload,
   if (options.qos < 0 || options.qos > 2) {
     return InvalidArgument(fmt::format("emit: qos must be 0, 1 or 2, not {}", options.qos));
   }
+  Status published;
+  if (shard_.services_.publish) published = shard_.services_.publish(topic, payload, options);
+  if (shard_.archive_) {
+    shard_.archive_->RecordAction(event_, fn_->spec->name, topic, payload, options.qos, published);
+  }
   if (shard_.services_.publish) {
-    Status published = shard_.services_.publish(topic, payload, options);
     if (!published.ok()) {
       metrics_->emit_failures.Add();
       fn_->log->Append(LogLevel::kWarn,

@@ -19,6 +19,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "archive/event_archive.h"
 #include "common/cron.h"
 #include "http/request.h"
 #include "http/server.h"
@@ -51,6 +52,7 @@ struct NodeServices {
   std::string token;  // the control API's bearer token
   std::atomic<bool> draining{false};
   int shard_count = 1;
+  EventArchive* archive = nullptr;  // null when archive.enabled is false
   // Asks every shard to create the warm instances the catalog now calls for, and the MQTT
   // triggers to follow the catalog's subscriptions. Called after every deploy or delete.
   std::function<void()> on_catalog_changed;
@@ -106,9 +108,10 @@ class Shard final : public HttpHandler {
   class Host final : public HostApi {
    public:
     explicit Host(Shard& shard) : shard_(shard) {}
-    void Bind(const DeployedFunction* fn, FunctionShardMetrics* metrics) {
+    void Bind(const DeployedFunction* fn, FunctionShardMetrics* metrics, const Event* event) {
       fn_ = fn;
       metrics_ = metrics;
+      event_ = event;
     }
     StateStore& State() override { return *shard_.state_; }
     std::string_view Namespace() const override { return fn_->spec->name; }
@@ -123,6 +126,7 @@ class Shard final : public HttpHandler {
     Shard& shard_;
     const DeployedFunction* fn_ = nullptr;
     FunctionShardMetrics* metrics_ = nullptr;
+    const Event* event_ = nullptr;  // the event being handled, for the archive's action records
   };
 
   // One timer trigger of one function. Each function's timers live on one shard (by name
@@ -161,6 +165,7 @@ class Shard final : public HttpHandler {
   void HandleLogs(const Route& route, HttpResponse& response);
   void HandleHealth(HttpResponse& response);
   void HandleMetrics(HttpResponse& response);
+  void HandleEvents(const Route& route, HttpResponse& response);  // node/events_api.cc
 
   const int index_;
   NodeServices& services_;
@@ -170,6 +175,7 @@ class Shard final : public HttpHandler {
   std::unique_ptr<HttpListener> listener_;
   StateStorePtr state_;
   Host host_{*this};
+  ShardArchive* archive_ = nullptr;  // this shard's archive writer; null when disabled
 
   struct StringHash {
     using is_transparent = void;
