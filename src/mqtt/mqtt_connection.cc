@@ -408,16 +408,19 @@ void MqttConnection::OnConnect(mosquitto*, void* obj, int rc, int flags,
   }
   const bool session_present = (flags & 1) != 0;
   self->accepted_since_retry_.store(true);
-  std::lock_guard lock(self->mu_);
-  if (self->stopping_) return;  // the network thread is sending DISCONNECT
-  self->connected_.store(true, std::memory_order_release);
-  spdlog::info("mqtt: connected to {} as '{}' ({} session, {} subscription(s))",
-               self->url_.ToString(), self->options_.client_id, session_present ? "resumed" : "new",
-               self->subscriptions_.size());
-  // Subscribe again even when the session was resumed: it costs a packet and is idempotent,
-  // whereas trusting the session would lose the filters added while we were disconnected and
-  // any the broker dropped.
-  for (const auto& [filter, qos] : self->subscriptions_) self->SubscribeLocked(filter, qos);
+  {
+    std::lock_guard lock(self->mu_);
+    if (self->stopping_) return;  // the network thread is sending DISCONNECT
+    self->connected_.store(true, std::memory_order_release);
+    spdlog::info("mqtt: connected to {} as '{}' ({} session, {} subscription(s))",
+                 self->url_.ToString(), self->options_.client_id,
+                 session_present ? "resumed" : "new", self->subscriptions_.size());
+    // Subscribe again even when the session was resumed: it costs a packet and is idempotent,
+    // whereas trusting the session would lose the filters added while we were disconnected
+    // and any the broker dropped.
+    for (const auto& [filter, qos] : self->subscriptions_) self->SubscribeLocked(filter, qos);
+  }
+  if (self->on_connected_) self->on_connected_();  // outside mu_: it may Publish
 }
 
 void MqttConnection::OnDisconnect(mosquitto*, void* obj, int rc, const mosquitto_property*) {

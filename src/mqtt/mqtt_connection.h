@@ -121,6 +121,13 @@ class MqttConnection {
   Status Publish(std::string_view topic, std::string_view payload, int qos, bool retain,
                  std::string_view content_type = {});
 
+  // Called on the network thread after each accepted CONNACK (subscriptions re-sent), before
+  // any message of that connection is handled; may Publish, not Stop/Subscribe. Set it before
+  // Start().
+  void SetConnectedHandler(std::function<void()> on_connected) {
+    on_connected_ = std::move(on_connected);
+  }
+
   // State for metrics and health checks.
   bool connected() const { return connected_.load(std::memory_order_acquire); }
   std::uint64_t received() const { return received_.load(std::memory_order_relaxed); }
@@ -151,6 +158,7 @@ class MqttConnection {
   const MqttOptions options_;
   const MqttUrl url_;
   const MessageHandler on_message_;
+  std::function<void()> on_connected_;
   mosquitto* mosq_ = nullptr;
   std::thread network_thread_;  // started/joined by Start/Stop, which hold lifecycle_mu_
   std::atomic<std::thread::id> network_thread_id_{};  // to refuse Stop() from the handler

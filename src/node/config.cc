@@ -9,8 +9,8 @@
 #include <fmt/format.h>
 #include <yaml-cpp/yaml.h>
 
-#include "node/http_actions.h"
 #include "archive/archive_format.h"
+#include "node/http_actions.h"
 #include "node/node.h"
 #include "wisp/units.h"
 
@@ -108,6 +108,18 @@ class ConfigReader {
         return InvalidArgument(fmt::format("'{}' is not an integer in [{}, {}]", v, min, max));
       }
       *out = n;
+      return Status::Ok();
+    });
+  }
+  Status Bool(const char* key, bool* out) {
+    return Scalar(key, [&](const std::string& v) -> Status {
+      if (v == "true" || v == "yes" || v == "on") {
+        *out = true;
+      } else if (v == "false" || v == "no" || v == "off") {
+        *out = false;
+      } else {
+        return InvalidArgument(fmt::format("'{}' is not true or false", v));
+      }
       return Status::Ok();
     });
   }
@@ -220,6 +232,11 @@ Status ReadConfig(ConfigReader& root, NodeConfig* c) {
   RETURN_IF_ERROR(mqtt.String("cert_file", &c->mqtt.cert_file));
   RETURN_IF_ERROR(mqtt.String("key_file", &c->mqtt.key_file));
   RETURN_IF_ERROR(mqtt.String("dead_letter_topic", &c->mqtt.dead_letter_topic));
+  RETURN_IF_ERROR(mqtt.Bool("journal", &c->mqtt.journal));
+  RETURN_IF_ERROR(mqtt.Bool("journal_sync", &c->mqtt.journal_sync));
+  int max_backlog = static_cast<int>(c->mqtt.max_backlog);
+  RETURN_IF_ERROR(mqtt.Int("max_backlog", &max_backlog, 1, 10'000'000));
+  c->mqtt.max_backlog = max_backlog;
   RETURN_IF_ERROR(mqtt.CheckNoUnknownKeys());
   ASSIGN_OR_RETURN(ConfigReader actions, root.Child("actions"));
   RETURN_IF_ERROR(actions.StringList("http_allow", &c->actions.http_allow));

@@ -5,6 +5,7 @@
 
 #include <boost/asio/post.hpp>
 #include <condition_variable>
+#include <filesystem>
 #include <functional>
 
 #include <fmt/format.h>
@@ -25,9 +26,12 @@ std::string DefaultClientId() {
 class Pending {
  public:
   explicit Pending(int count) : count_(count) {}
-  void Done() {
+  // True for the last one.
+  bool Done() {
     std::lock_guard lock(mu_);
-    if (--count_ == 0) cv_.notify_all();
+    if (--count_ > 0) return false;
+    cv_.notify_all();
+    return true;
   }
   // False if the clock passed `give_up_at_ns` (steady clock; 0 = never) first.
   bool Wait(const std::atomic<std::int64_t>& give_up_at_ns) {
@@ -71,6 +75,13 @@ Result<std::unique_ptr<MqttTriggers>> MqttTriggers::Create(const MqttConfig& con
   options.ca_file = config.ca_file;
   options.cert_file = config.cert_file;
   options.key_file = config.key_file;
+  if (config.journal) {
+    ASSIGN_OR_RETURN(
+        triggers->journal_,
+        MqttJournal::Open(
+            (std::filesystem::path(services.config->data_dir) / "mqtt-journal").string(),
+            static_cast<int>(triggers->shards_.size()), config.journal_sync));
+  }
   MqttTriggers* self = triggers.get();
   ASSIGN_OR_RETURN(triggers->connection_,
                    MqttConnection::Create(
@@ -91,7 +102,25 @@ Result<std::unique_ptr<MqttTriggers>> MqttTriggers::Create(const MqttConfig& con
   return triggers;
 }
 
-Status MqttTriggers::Start() { return connection_->Start(); }
+Status MqttTriggers::Start() {
+  if (journal_) {
+    // What the last run acknowledged and did not finish runs first, once connected (so that
+    // the actions it emits can be published), before any new message; journaled again so
+    // that a crash now loses nothing either.
+    auto unfinished = std::make_shared<std::vector<MqttDelivery>>(journal_->Recover());
+    connection_->SetConnectedHandler([this, unfinished] {
+      if (unfinished->empty()) return;
+      spdlog::info("mqtt: running {} message(s) acknowledged but not handled by the last run",
+                   unfinished->size());
+      for (MqttDelivery& delivery : *unfinished) {
+        Dispatch(std::make_shared<const MqttDelivery>(std::move(delivery)));
+      }
+      unfinished->clear();
+      journal_->DropRecovered();
+    });
+  }
+  return connection_->Start();
+}
 
 void MqttTriggers::Stop(std::chrono::milliseconds wait_for_running) {
   // A QoS 1 message being run is waited for (its shards are still running) so that it is
@@ -121,17 +150,27 @@ void MqttTriggers::Sync() {
 }
 
 void MqttTriggers::OnMessage(const MqttMessage& message) {
+  auto delivery = std::make_shared<MqttDelivery>();
+  delivery->topic = std::string(message.topic);
+  delivery->payload = std::string(message.payload);
+  delivery->content_type = std::string(message.content_type);
+  delivery->qos = message.qos;
+  delivery->retain = message.retain;
+  delivery->received_at = std::chrono::system_clock::now();
+  Dispatch(std::move(delivery));
+}
+
+void MqttTriggers::Dispatch(std::shared_ptr<const MqttDelivery> delivery) {
   if (const std::uint64_t generation = services_.catalog->generation();
       generation != catalog_generation_ || !catalog_) {
     catalog_ = services_.catalog->Snapshot();
     catalog_generation_ = generation;
   }
-  const std::string topic(message.topic);
   std::vector<const std::string*> targets;
   for (const auto& [name, fn] : *catalog_) {
     for (const MqttTriggerSpec& trigger : fn->spec->mqtt_triggers) {
       bool match = false;
-      if (mosquitto_topic_matches_sub(trigger.topic.c_str(), topic.c_str(), &match) ==
+      if (mosquitto_topic_matches_sub(trigger.topic.c_str(), delivery->topic.c_str(), &match) ==
               MOSQ_ERR_SUCCESS &&
           match) {
         targets.push_back(&name);
@@ -141,26 +180,36 @@ void MqttTriggers::OnMessage(const MqttMessage& message) {
   }
   if (targets.empty()) return;
 
-  auto delivery = std::make_shared<MqttDelivery>();
-  delivery->topic = topic;
-  delivery->payload = std::string(message.payload);
-  delivery->content_type = std::string(message.content_type);
-  delivery->qos = message.qos;
-  delivery->retain = message.retain;
-  delivery->received_at = std::chrono::system_clock::now();
-
-  Shard* shard = shards_[std::hash<std::string>{}(topic) % shards_.size()];
-  const bool wait = message.qos > 0;
+  const int shard_index =
+      static_cast<int>(std::hash<std::string>{}(delivery->topic) % shards_.size());
+  Shard* shard = shards_[static_cast<std::size_t>(shard_index)];
+  const bool at_least_once = delivery->qos > 0;
+  // QoS 1: journaled, then acknowledged when this returns; the shard marks it done after the
+  // functions ran. Without the journal (or when the disk refuses) this thread waits instead.
+  std::uint64_t seq = 0;
+  if (at_least_once && journal_) {
+    auto appended = journal_->Append(shard_index, *delivery);
+    if (appended.ok()) {
+      seq = *appended;
+    } else {
+      spdlog::error("{}; running the message before acknowledging it", appended.status().message());
+    }
+  }
   auto pending = std::make_shared<Pending>(static_cast<int>(targets.size()));
   for (const std::string* name : targets) {
-    boost::asio::post(shard->io(), [shard, function = *name, delivery, pending] {
+    boost::asio::post(shard->io(), [shard, function = *name, delivery, pending, seq, shard_index,
+                                    journal = journal_.get()] {
       shard->DeliverMqtt(function, *delivery);
-      pending->Done();
+      if (pending->Done() && seq != 0) journal->MarkDone(shard_index, seq);
     });
   }
+  if (!at_least_once) return;
+  // Flow control: past max_backlog journaled messages, wait as if there were no journal, so
+  // the broker holds what the shards cannot take yet.
+  const bool wait = seq == 0 || journal_->backlog() > config_.max_backlog;
   if (wait && !pending->Wait(give_up_at_ns_)) {
-    spdlog::warn("mqtt: stopped before a QoS 1 message on {} was handled; the broker keeps it",
-                 topic);
+    spdlog::warn("mqtt: stopped before a QoS 1 message on {} was handled; {}", delivery->topic,
+                 seq != 0 ? "it runs at the next start" : "the broker keeps it");
   }
 }
 

@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "mqtt/mqtt_connection.h"
+#include "node/mqtt_journal.h"
 #include "node/shard.h"
 
 namespace wisp {
@@ -53,10 +54,13 @@ class MqttTriggers {
  private:
   MqttTriggers(const MqttConfig& config, NodeServices& services, std::vector<Shard*> shards);
   void OnMessage(const MqttMessage& message);
+  // Routes a message to its functions' shard; on the network thread, or before it starts.
+  void Dispatch(std::shared_ptr<const MqttDelivery> delivery);
 
   const MqttConfig config_;
   NodeServices& services_;
   std::vector<Shard*> shards_;
+  std::unique_ptr<MqttJournal> journal_;  // null when mqtt.journal is off
   std::unique_ptr<MqttConnection> connection_;
   int collector_id_ = -1;                       // this connection's metrics in services_.metrics
   std::atomic<std::int64_t> give_up_at_ns_{0};  // steady clock; 0 = wait for ever

@@ -26,6 +26,11 @@ struct MqttConfig {
   std::string username, password;
   std::string ca_file, cert_file, key_file;  // for mqtts://
   std::string dead_letter_topic;             // malformed payloads are also published here
+  // QoS 1 messages are journaled and acknowledged at once (src/node/mqtt_journal.h); off: the
+  // network thread waits for the functions before acknowledging.
+  bool journal = true;
+  bool journal_sync = false;         // fdatasync each entry (power loss), not only write (crashes)
+  std::int64_t max_backlog = 10000;  // journaled, unfinished messages before reading pauses
 };
 
 // Where handlers' ctx.http_post and async-invoke callbacks may send, and how (docs/config.md).

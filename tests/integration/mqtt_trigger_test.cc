@@ -34,7 +34,7 @@ constexpr const char* kHandler = R"(return { handle = function(event, ctx)
 end })";
 
 class MqttTriggerTest : public ::testing::Test {
- protected:
+ public:
   void SetUp() override {
     ASSERT_TRUE(broker_.Start().ok()) << broker_.Log();
     node_ = std::make_unique<NodeProcess>(tmp_.path() + "/data", tmp_.path() + "/wispd.log");
@@ -140,7 +140,28 @@ TEST_F(MqttTriggerTest, MalformedPayloadsGoToTheDeadLetterRecord) {
 // The node keeps one persistent session (its client id is stable across restarts), and a QoS 1
 // message is acknowledged only after the function ran: a node killed mid-call gets the message
 // again when it comes back.
+// `config` is the node's config for the run that is killed and the one after.
+void KillMidCallAndRestart(MqttTriggerTest& t, const std::string& config);
+
 TEST_F(MqttTriggerTest, Qos1MessageIsRedeliveredAfterTheNodeIsKilledMidCall) {
+  // Default: the message is journaled and acknowledged; the next start runs it from the journal.
+  KillMidCallAndRestart(*this, "");
+}
+
+TEST_F(MqttTriggerTest, Qos1MessageIsRedeliveredByTheBrokerWithoutTheJournal) {
+  // Without the journal the PUBACK waits for the function: the broker's session has it.
+  node_->Stop();
+  ASSERT_TRUE(
+      node_->Start({"--shards", "2", "--broker", broker_.url()}, "mqtt:\n  journal: false\n").ok());
+  KillMidCallAndRestart(*this, "mqtt:\n  journal: false\n");
+}
+
+void KillMidCallAndRestart(MqttTriggerTest& t, const std::string& config) {
+  auto& tmp_ = t.tmp_;
+  auto& client_ = t.client_;
+  auto& inbox_ = t.inbox_;
+  auto& node_ = t.node_;
+  auto& broker_ = t.broker_;
   tmp_.Write("slow/wisp.yaml", R"(version: 1
 functions:
   slow:
@@ -181,7 +202,8 @@ end })");
   node_->Kill();
   ASSERT_FALSE(inbox_.WaitForTopic("alerts/redelivered", seconds(1)));
 
-  ASSERT_TRUE(node_->Start({"--shards", "2", "--broker", broker_.url()}).ok()) << node_->Log();
+  ASSERT_TRUE(node_->Start({"--shards", "2", "--broker", broker_.url()}, config).ok())
+      << node_->Log();
   ASSERT_TRUE(inbox_.WaitForTopic("alerts/redelivered", seconds(20))) << node_->Log();
   EXPECT_EQ(inbox_.On("alerts/redelivered").front().payload, "ping");
 }
