@@ -134,7 +134,10 @@ bool ParseRfc3339(std::string_view s, std::chrono::system_clock::time_point* out
   const year_month_day date{std::chrono::year{year},
                             std::chrono::month{static_cast<unsigned>(month)},
                             std::chrono::day{static_cast<unsigned>(day)}};
-  if (!date.ok() || hour > 23 || minute > 59 || second > 60) return false;
+  // system_clock counts nanoseconds in 64 bits: years 1678-2261. Keep well inside.
+  if (!date.ok() || year < 1900 || year > 2200 || hour > 23 || minute > 59 || second > 60) {
+    return false;
+  }
   const auto t = sys_days{date} + hours{hour} + minutes{minute} + seconds{second} +
                  microseconds{micros} - minutes{offset_minutes};
   *out = time_point_cast<system_clock::duration>(t);
@@ -262,6 +265,9 @@ SegmentScan ScanSegment(std::string_view segment, std::size_t offset,
   }
 }
 
+// 100 years: "that long ago" must still be a system_clock time (nanoseconds in 64 bits).
+constexpr double kMaxDurationMs = 100 * 365.0 * 86'400'000;
+
 Result<std::chrono::milliseconds> ParseArchiveDuration(std::string_view text) {
   std::string_view s = text;
   std::size_t end = 0;
@@ -281,7 +287,7 @@ Result<std::chrono::milliseconds> ParseArchiveDuration(std::string_view text) {
   else if (unit == "d")
     ms_per_unit = 86400e3;
   if (end == 0 || ec != std::errc() || ptr != s.data() + end || ms_per_unit == 0 ||
-      !std::isfinite(number) || number * ms_per_unit > 1e13) {
+      !std::isfinite(number) || number * ms_per_unit > kMaxDurationMs) {
     return InvalidArgument(
         fmt::format("'{}' is not a duration (examples: 90s, 15m, 1h, 7d)", text.substr(0, 64)));
   }
