@@ -111,14 +111,26 @@ void MqttTriggers::OnMessage(const MqttMessage& message) {
     catalog_generation_ = generation;
   }
   const std::string topic(message.topic);
-  std::vector<const std::string*> targets;
+  struct Target {
+    const std::string* function;
+    std::size_t trigger;  // the first of its mqtt triggers that matched
+    Shard* shard;
+  };
+  std::vector<Target> targets;
+  Shard* topic_shard = shards_[std::hash<std::string>{}(topic) % shards_.size()];
   for (const auto& [name, fn] : *catalog_) {
-    for (const MqttTriggerSpec& trigger : fn->spec->mqtt_triggers) {
+    const auto& triggers = fn->spec->mqtt_triggers;
+    for (std::size_t t = 0; t < triggers.size(); ++t) {
       bool match = false;
-      if (mosquitto_topic_matches_sub(trigger.topic.c_str(), topic.c_str(), &match) ==
+      if (mosquitto_topic_matches_sub(triggers[t].topic.c_str(), topic.c_str(), &match) ==
               MOSQ_ERR_SUCCESS &&
           match) {
-        targets.push_back(&name);
+        // Filter state keyed by a payload field spans topics, so it lives on one shard per
+        // function; otherwise the key is the topic and the topic's shard has it all.
+        const bool keyed_by_field = !triggers[t].filters.empty() && !triggers[t].key.empty();
+        Shard* shard =
+            keyed_by_field ? shards_[std::hash<std::string>{}(name) % shards_.size()] : topic_shard;
+        targets.push_back({&name, t, shard});
         break;
       }
     }
@@ -133,12 +145,12 @@ void MqttTriggers::OnMessage(const MqttMessage& message) {
   delivery->retain = message.retain;
   delivery->received_at = std::chrono::system_clock::now();
 
-  Shard* shard = shards_[std::hash<std::string>{}(topic) % shards_.size()];
   const bool wait = message.qos > 0;
   auto pending = std::make_shared<Pending>(static_cast<int>(targets.size()));
-  for (const std::string* name : targets) {
-    boost::asio::post(shard->io(), [shard, function = *name, delivery, pending] {
-      shard->DeliverMqtt(function, *delivery);
+  for (const Target& target : targets) {
+    boost::asio::post(target.shard->io(), [shard = target.shard, function = *target.function,
+                                           trigger = target.trigger, delivery, pending] {
+      shard->DeliverMqtt(function, trigger, *delivery);
       pending->Done();
     });
   }

@@ -2,7 +2,9 @@
 // functions' `mqtt:` triggers, and routing of each message to a shard.
 //
 // Routing: a message goes to shard hash(topic) % N, so the events of one topic (one sensor)
-// stay in order and on one thread. Every function whose filter matches gets it.
+// stay in order and on one thread. Every function whose filter matches gets it. A trigger with
+// gateway filters keyed by a payload field (`key:`) is the exception: its messages go to shard
+// hash(function) % N, so that each key's filter state is in one place whatever the topic.
 //
 // Acknowledgement: on_message runs on the connection's network thread, and libmosquitto writes
 // the PUBACK of a QoS 1 message only after on_message returns (src/mqtt/mqtt_connection.h).
