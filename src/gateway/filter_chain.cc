@@ -77,8 +77,9 @@ struct FilterChain::StageState {
   double value = 0;
   bool has_value = false;
   std::int64_t seen = 0;  // downsample every: events of the key so far
-  FilterTime last_time;   // downsample interval: last passed; rate limit: last refill
-  double tokens = 0;      // rate limit
+  // downsample interval: last passed; rate limit: last refill; time window: newest event.
+  FilterTime last_time;
+  double tokens = 0;  // rate limit
   // Windows: the events held, oldest first.
   struct Held {
     nlohmann::json value;
@@ -143,8 +144,10 @@ Result<std::unique_ptr<FilterChain>> FilterChain::Create(const MqttTriggerSpec& 
       } else if (by_count && (w->count_slide < 1 || w->count_slide > w->count)) {
         problem = InvalidArgument("window: slide must be >= 1 and <= count");
       } else if (by_time && (w->slide.count() < 1 || w->slide > w->duration ||
-                             w->duration % w->slide != milliseconds(0))) {
-        problem = InvalidArgument("window: duration must be a whole number of slides");
+                             w->duration % w->slide != milliseconds(0) ||
+                             w->duration / w->slide > kMaxSlidesPerWindow)) {
+        problem = InvalidArgument(fmt::format(
+            "window: duration must be a whole number of slides, at most {}", kMaxSlidesPerWindow));
       }
     } else if (const auto* d = std::get_if<DownsampleFilterSpec>(&filter)) {
       if ((d->every > 0) == (d->interval.count() > 0) || d->every < 0) {
@@ -228,12 +231,12 @@ void FilterChain::Push(std::string_view topic, nlohmann::json payload, FilterTim
   std::string_view key = topic;
   if (!key_field_.empty()) {
     if (const nlohmann::json* field = FindPath(payload, key_field_); field != nullptr) {
-      if (field->is_string()) {
-        key_scratch_ = field->get_ref<const std::string&>();
-      } else if (!field->is_null()) {
-        key_scratch_ = field->dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+      if (field->is_string() && field->get_ref<const std::string&>().size() <= kMaxKeyLength) {
+        key = field->get_ref<const std::string&>();
+      } else if (field->is_number()) {
+        key_scratch_ = field->dump();
+        key = key_scratch_;
       }
-      if (!field->is_null()) key = key_scratch_;
     }
   }
   KeyState& state = Touch(key);
@@ -342,8 +345,8 @@ void FilterChain::Run(std::size_t first, KeyState& key, FilterOutput event,
         }
         const auto& spec = std::get<WindowFilterSpec>(stage.spec);
         // Per key time only moves forward, so a clock step back cannot reopen a closed window.
-        FilterTime t = event.time;
-        if (!state.held.empty()) t = std::max(t, state.held.back().time);
+        const FilterTime t = std::max(event.time, state.last_time);
+        state.last_time = t;
         if (state.held.empty()) {
           // The earliest window holding t: windows start at multiples of slide.
           const std::int64_t d = spec.duration.count(), s = spec.slide.count();

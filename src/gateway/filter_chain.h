@@ -45,6 +45,10 @@ using FilterTime = std::chrono::system_clock::time_point;
 
 // Events held in all windows of one chain at most.
 inline constexpr std::size_t kMaxBufferedEvents = 100'000;
+// A sliding time window's duration / slide at most: each event is in that many batches.
+inline constexpr std::int64_t kMaxSlidesPerWindow = 1000;
+// A `key:` field value longer than this (bytes) is not used as a key; the topic is.
+inline constexpr std::size_t kMaxKeyLength = 256;
 
 // An event leaving the chain: the message (maybe changed by ewma or clamp) or a window's batch.
 struct FilterOutput {

@@ -85,6 +85,7 @@ constexpr std::string_view kWindowKeys[] = {"count", "duration", "slide"};
 // kMaxWindowCount events, and a chain keeps at most kMaxFilterKeys keys.
 constexpr std::size_t kMaxFilters = 16;
 constexpr std::int64_t kMaxWindowCount = 10000;
+constexpr std::int64_t kMaxSlidesPerWindow = 1000;  // each event is in that many time windows
 constexpr std::int64_t kMaxEvery = 1'000'000;
 constexpr std::int64_t kMaxFilterKeys = 1'000'000;
 constexpr std::size_t kMaxFieldPathLength = 256;
@@ -1057,6 +1058,11 @@ class ManifestParser {
       if (window.slide > window.duration) {
         return Error(path, fmt::format("slide must not be longer than duration ({})",
                                        FormatDuration(window.duration)));
+      }
+      if (window.duration / window.slide > kMaxSlidesPerWindow) {
+        return Error(path, fmt::format("duration ({}) must be at most {} slides ({} each)",
+                                       FormatDuration(window.duration), kMaxSlidesPerWindow,
+                                       FormatDuration(window.slide)));
       }
       if (window.duration % window.slide != std::chrono::milliseconds(0)) {
         return Error(path,

@@ -335,6 +335,8 @@ TEST(ManifestTest, FilterMessages) {
             at + ".window: give either count or duration (e.g. window: { count: 10 })");
   EXPECT_EQ(error("window: { duration: 10s, slide: 3s }"),
             at + ".window: duration (10s) must be a whole number of slides (3s)");
+  EXPECT_EQ(error("window: { duration: 10s, slide: 1ms }"),
+            at + ".window: duration (10s) must be at most 1000 slides (1ms each)");
   EXPECT_EQ(error("window: { duration: 1s, slide: 2s }"),
             at + ".window: slide must not be longer than duration (1s)");
   EXPECT_EQ(error("window: { duration: 0s }"),
