@@ -86,9 +86,10 @@ struct FilterChain::StageState {
     FilterTime time;
   };
   std::vector<Held> held;
-  std::string last_topic;  // of the newest held event
-  FilterTime window_end;   // time window: end of the oldest window not yet closed
-  FilterTime scheduled;    // time window: the deadline entered in deadlines_
+  std::string last_topic;   // of the newest held event
+  FilterTime window_end;    // time window: end of the oldest window not yet closed
+  FilterTime closed_until;  // time window: end of the last window closed
+  FilterTime scheduled;     // time window: the deadline entered in deadlines_
   bool is_scheduled = false;
 };
 
@@ -344,8 +345,10 @@ void FilterChain::Run(std::size_t first, KeyState& key, FilterOutput event,
           return;
         }
         const auto& spec = std::get<WindowFilterSpec>(stage.spec);
-        // Per key time only moves forward, so a clock step back cannot reopen a closed window.
-        const FilterTime t = std::max(event.time, state.last_time);
+        // Per key time only moves forward, and never into a window already closed: a message
+        // received just before the timer closed its window, or a clock stepped back, goes into
+        // the next window.
+        const FilterTime t = std::max({event.time, state.last_time, state.closed_until});
         state.last_time = t;
         if (state.held.empty()) {
           // The earliest window holding t: windows start at multiples of slide.
@@ -405,6 +408,7 @@ void FilterChain::CloseTimeWindows(std::size_t stage, KeyState& key, FilterTime 
     while (end < state.held.size() && state.held[end].time < state.window_end) ++end;
     const FilterTime window_end = state.window_end;
     const FilterTime next_start = start + spec.slide;
+    state.closed_until = window_end;
     std::size_t keep_from = 0;
     while (keep_from < state.held.size() && state.held[keep_from].time < next_start) ++keep_from;
     state.window_end += spec.slide;

@@ -278,6 +278,23 @@ TEST(GatewayFilterTest, TumblingTimeWindowClosesOnTimeWithoutFurtherInput) {
   EXPECT_EQ(chain.chain().buffered_events(), 1u);
 }
 
+TEST(GatewayFilterTest, ALateEventNeverReopensAClosedWindow) {
+  Chain chain({TimeWindow(10'000)});
+  EXPECT_TRUE(chain.Push("a", 5000).empty());
+  auto out = chain.Flush(10'000);
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(Batch(out[0]), (json{"a"}));
+  // Received at 9s but handled after the timer closed [0s, 10s): it goes into [10s, 20s).
+  EXPECT_TRUE(chain.Push("b", 9000).empty());
+  EXPECT_EQ(*chain.chain().NextDeadline(), At(20'000));
+  // A clock stepped back to 1s does not reopen anything either.
+  EXPECT_TRUE(chain.Push("c", 1000).empty());
+  out = chain.Flush(20'000);
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(Batch(out[0]), (json{"b", "c"}));
+  EXPECT_EQ(out[0].value["start"], kBase + 10'000);
+}
+
 TEST(GatewayFilterTest, SlidingTimeWindowPutsEachEventInEveryWindowThatCoversIt) {
   // 10s windows every 5s: [-5s,5s), [0s,10s), [5s,15s), [10s,20s)...
   Chain chain({TimeWindow(10'000, 5'000)});
