@@ -1014,7 +1014,8 @@ class ManifestParser {
     WindowFilterSpec window;
     std::optional<std::int64_t> count;
     std::optional<std::chrono::milliseconds> duration;
-    const YAML::Node* slide = nullptr;
+    // A copy (a handle to the same node): the entry `v` below is gone after its callback.
+    std::optional<YAML::Node> slide;
     std::string slide_path;
     RETURN_IF_ERROR(ForEachEntry(
         value, path,
@@ -1028,7 +1029,7 @@ class ManifestParser {
             return Status::Ok();
           }
           if (k == "slide") {
-            slide = &v;
+            slide = v;
             slide_path = p;
             return Status::Ok();
           }
@@ -1043,7 +1044,7 @@ class ManifestParser {
       }
       window.count = *count;
       window.count_slide = *count;
-      if (slide != nullptr) {
+      if (slide) {
         ASSIGN_OR_RETURN(window.count_slide, Integer(*slide, slide_path, INT64_MIN, INT64_MAX));
         if (window.count_slide < 1 || window.count_slide > window.count) {
           return Error(path, fmt::format("slide must be >= 1 and <= count ({})", window.count));
@@ -1053,7 +1054,7 @@ class ManifestParser {
     }
     window.duration = *duration;
     window.slide = *duration;
-    if (slide != nullptr) {
+    if (slide) {
       ASSIGN_OR_RETURN(window.slide, FilterDuration(*slide, slide_path));
       if (window.slide > window.duration) {
         return Error(path, fmt::format("slide must not be longer than duration ({})",
