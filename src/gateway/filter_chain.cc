@@ -227,8 +227,8 @@ void FilterChain::Evict(KeyState& key) {
 
 void FilterChain::Push(std::string_view topic, nlohmann::json payload, FilterTime time,
                        std::vector<FilterOutput>& out) {
-  // The key: the topic, or the payload field `key:` names (text as it is, other values as
-  // JSON); a message without that field is kept under its topic.
+  // The key: the topic, or the payload field `key:` names (short text as it is, a number as
+  // its JSON text); a message without such a field is kept under its topic.
   std::string_view key = topic;
   if (!key_field_.empty()) {
     if (const nlohmann::json* field = FindPath(payload, key_field_); field != nullptr) {

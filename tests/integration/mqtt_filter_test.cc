@@ -184,6 +184,34 @@ TEST_F(MqttFilterTest, TimeWindowClosesWithoutFurtherInput) {
       std::string::npos);
 }
 
+TEST_F(MqttFilterTest, RedeployStartsTheFiltersAfresh) {
+  Publish("sensors/p3/vibration", R"({"v": 1})");
+  Publish("sensors/p3/vibration", R"({"v": 3})");
+  const std::string two_in =
+      R"(wisp_filter_events_in_total{function="batcher",trigger="0",filter="1:window"} 2)";
+  ASSERT_TRUE(WaitUntil([&] { return Metrics().find(two_in) != std::string::npos; })) << Metrics();
+
+  // Windows of 2 instead of 3: the two readings held by the old chain go with it.
+  std::string manifest = kManifest;
+  manifest.replace(manifest.find("window: { count: 3 }"), 20, "window: { count: 2 }");
+  tmp_.Write("fn/wisp.yaml", manifest);
+  CommandResult deployed =
+      RunCli({"deploy", tmp_.path() + "/fn"}, {{"WISP_HOME", tmp_.path() + "/data"}});
+  ASSERT_EQ(deployed.exit_code, 0) << deployed.err;
+
+  // 5 starts a new deadband (the old one would have passed it too) and 7 completes a window.
+  Publish("sensors/p3/vibration", R"({"v": 5})");
+  Publish("sensors/p3/vibration", R"({"v": 7})");
+  ASSERT_TRUE(inbox_.WaitForTopic("out/sensors/p3/vibration")) << Metrics();
+  const std::vector<json> batches = Batches("sensors/p3/vibration");
+  ASSERT_EQ(batches.size(), 1u);
+  EXPECT_EQ(Values(batches[0]), (std::vector<double>{5.0, 7.0}));
+  // The stages have the same labels, so their counters carry on across the redeploy.
+  const std::string four_in =
+      R"(wisp_filter_events_in_total{function="batcher",trigger="0",filter="0:deadband"} 4)";
+  EXPECT_NE(Metrics().find(four_in), std::string::npos) << Metrics();
+}
+
 TEST_F(MqttFilterTest, AnOpenTimeWindowDoesNotHoldUpShutdown) {
   Publish("hold/a", R"({"v": 1})");
   const std::string held =
