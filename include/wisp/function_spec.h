@@ -23,8 +23,10 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
+#include <variant>
 #include <vector>
 
 #include "wisp/status.h"
@@ -38,6 +40,66 @@ struct FunctionLimits {
   std::uint64_t memory_bytes = 64ull << 20;
 };
 
+// Gateway filters of an mqtt trigger (`filters:`), run in order in C++ before the function, with
+// state per key (see docs/manifest.md, "Filters"). `field` is a dotted path into a JSON object
+// payload ("a.b"); empty means the payload itself is the number. Durations are whole ms.
+
+// `range: { field: v, min: 0, max: 50, action: drop }`: a value outside [min, max] is dropped,
+// or with `action: clamp` replaced by the nearer bound. At least one bound is set.
+struct RangeFilterSpec {
+  std::string field;
+  std::optional<double> min;
+  std::optional<double> max;
+  bool clamp = false;  // false: drop
+};
+
+// `deadband: { field: v, delta: 0.2 }`: passes the first value of a key, then only values that
+// differ from the last passed one by at least delta.
+struct DeadbandFilterSpec {
+  std::string field;
+  double delta = 0;  // > 0
+};
+
+// `ewma: { field: v, alpha: 0.3 }`: replaces the value by s = alpha*v + (1-alpha)*s_prev (the
+// first value of a key starts s).
+struct EwmaFilterSpec {
+  std::string field;
+  double alpha = 1;  // in (0, 1]
+};
+
+// `downsample: { every: 10 }` passes the 1st, 11th, 21st... event of a key;
+// `downsample: { interval: 1s }` passes an event when at least `interval` passed since the last
+// one it passed. Exactly one of the two is set.
+struct DownsampleFilterSpec {
+  std::int64_t every = 0;                 // >= 1, or 0 when `interval` is set
+  std::chrono::milliseconds interval{0};  // > 0, or zero when `every` is set
+};
+
+// `rate_limit: { rate: 5/s, burst: 10 }`: a token bucket per key; an event without a token is
+// dropped.
+struct RateLimitFilterSpec {
+  double per_second = 0;  // > 0
+  double burst = 1;       // >= 1; the bucket starts full
+};
+
+// `window: { count: 10 }`, `{ count: 10, slide: 5 }`, `{ duration: 10s }` or
+// `{ duration: 10s, slide: 2s }`: collects events into batches per key, tumbling (slide equal
+// to the size) or sliding. Exactly one of count and duration is set; time windows are aligned
+// to multiples of `slide` since the Unix epoch.
+struct WindowFilterSpec {
+  std::int64_t count = 0;                 // >= 1, or 0 for a time window
+  std::int64_t count_slide = 0;           // 1..count (count == tumbling)
+  std::chrono::milliseconds duration{0};  // > 0, or zero for a count window
+  std::chrono::milliseconds slide{0};     // 1ms..duration (duration == tumbling)
+};
+
+using FilterSpec = std::variant<RangeFilterSpec, DeadbandFilterSpec, EwmaFilterSpec,
+                                DownsampleFilterSpec, RateLimitFilterSpec, WindowFilterSpec>;
+
+// The manifest name of a filter: "range", "deadband", "ewma", "downsample", "rate_limit",
+// "window".
+std::string_view FilterName(const FilterSpec& filter);
+
 // `- mqtt: { topic: plant/+/pump/#, qos: 1, group: alerts }`: run the function on each message
 // whose topic matches the filter. With a group the node subscribes `$share/<group>/<topic>`, so
 // the nodes of one group split the messages between them.
@@ -45,6 +107,10 @@ struct MqttTriggerSpec {
   std::string topic;  // a valid MQTT topic filter ('+' and '#' wildcards)
   int qos = 1;        // 0 or 1
   std::string group;  // empty: every node gets every message
+  // The key that filter state is kept per: empty = the topic, else a dotted payload field.
+  std::string key;
+  std::vector<FilterSpec> filters;  // run in this order; empty: every message runs the function
+  std::size_t max_keys = 10000;     // keys with filter state per shard; the least recent go
 };
 
 // `- timer: { interval: 30s }` or `- timer: { schedule: "*/5 * * * *" }`: run the function

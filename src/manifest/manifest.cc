@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <charconv>
 #include <chrono>
+#include <cmath>
 #include <cstdint>
 #include <exception>
 #include <map>
@@ -68,10 +69,28 @@ constexpr std::string_view kLimitsKeys[] = {"memory", "timeout"};
 constexpr std::string_view kConcurrencyKeys[] = {"max", "target"};
 constexpr std::string_view kScaleKeys[] = {"min", "max"};
 constexpr std::string_view kTriggerKinds[] = {"http", "mqtt", "timer"};
-constexpr std::string_view kMqttTriggerKeys[] = {"topic", "qos", "group"};
+constexpr std::string_view kMqttTriggerKeys[] = {"topic", "qos",     "group",
+                                                 "key",   "filters", "max_keys"};
 // Planned mqtt trigger settings, refused until they are built so that no manifest relies on
 // them being ignored.
-constexpr std::string_view kMqttReservedKeys[] = {"filters", "format"};
+constexpr std::string_view kMqttReservedKeys[] = {"format"};
+constexpr std::string_view kFilterKinds[] = {"range",      "deadband",   "ewma",
+                                             "downsample", "rate_limit", "window"};
+constexpr std::string_view kRangeKeys[] = {"field", "min", "max", "action"};
+constexpr std::string_view kDeadbandKeys[] = {"field", "delta"};
+constexpr std::string_view kEwmaKeys[] = {"field", "alpha"};
+constexpr std::string_view kDownsampleKeys[] = {"every", "interval"};
+constexpr std::string_view kRateLimitKeys[] = {"rate", "burst"};
+constexpr std::string_view kWindowKeys[] = {"count", "duration", "slide"};
+// Filter state lives in memory per key, so sizes are capped: a window holds at most
+// kMaxWindowCount events, and a chain keeps at most kMaxFilterKeys keys.
+constexpr std::size_t kMaxFilters = 16;
+constexpr std::int64_t kMaxWindowCount = 10000;
+constexpr std::int64_t kMaxSlidesPerWindow = 1000;  // each event is in that many time windows
+constexpr std::int64_t kMaxEvery = 1'000'000;
+constexpr std::int64_t kMaxFilterKeys = 1'000'000;
+constexpr std::size_t kMaxFieldPathLength = 256;
+constexpr std::chrono::milliseconds kMaxFilterDuration{24 * 3600 * 1000};
 constexpr std::string_view kTimerTriggerKeys[] = {"interval", "schedule"};
 constexpr std::chrono::milliseconds kMinTimerInterval{100};
 constexpr std::size_t kMaxTopicLength = 65535;  // an MQTT string's 16-bit length prefix
@@ -643,12 +662,12 @@ class ManifestParser {
     return Status::Ok();
   }
 
-  // `mqtt: { topic: plant/+/pump/#, qos: 1, group: alerts }`.
+  // `mqtt: { topic: plant/+/pump/#, qos: 1, group: alerts, key: pump, filters: [...] }`.
   Result<MqttTriggerSpec> ParseMqttTrigger(const YAML::Node& value, const std::string& path) const {
     MqttTriggerSpec mqtt;
     bool has_topic = false;
     if (!value.IsNull()) {
-      RETURN_IF_ERROR(ExpectMap(value, path, "a map (topic, qos, group)"));
+      RETURN_IF_ERROR(ExpectMap(value, path, "a map (topic, qos, group, key, filters)"));
       RETURN_IF_ERROR(ForEachEntry(
           value, path,
           [&](const std::string& k, const YAML::Node& v, const std::string& p) -> Status {
@@ -689,6 +708,19 @@ class ManifestParser {
               }
               return Status::Ok();
             }
+            if (k == "key") {
+              ASSIGN_OR_RETURN(mqtt.key, String(v, p));
+              return FieldPathProblem(mqtt.key, p);
+            }
+            if (k == "max_keys") {
+              ASSIGN_OR_RETURN(auto max_keys, Integer(v, p, 1, kMaxFilterKeys));
+              mqtt.max_keys = static_cast<std::size_t>(max_keys);
+              return Status::Ok();
+            }
+            if (k == "filters") {
+              ASSIGN_OR_RETURN(mqtt.filters, ParseFilters(v, p));
+              return Status::Ok();
+            }
             if (Contains(kMqttReservedKeys, k)) {
               return Error(p, "not supported yet (reserved for a later version of wisp)");
             }
@@ -699,6 +731,314 @@ class ManifestParser {
       return Error(Join(path, "topic"), "is required (e.g. mqtt: { topic: plant/+/pump })");
     }
     return mqtt;
+  }
+
+  // A dotted path into a JSON object ("vibration", "sensor.temp"): non-empty parts, printable.
+  Status FieldPathProblem(std::string_view field, std::string_view path) const {
+    if (field.empty() || field.size() > kMaxFieldPathLength || HasControlChars(field) ||
+        !IsValidUtf8(field)) {
+      return Error(path, fmt::format("{} is not a field path (1-{} printable characters, e.g. "
+                                     "vibration or sensor.temp)",
+                                     Quote(field), kMaxFieldPathLength));
+    }
+    if (field.front() == '.' || field.back() == '.' || field.find("..") != std::string_view::npos) {
+      return Error(path, fmt::format("{} has an empty part between dots", Quote(field)));
+    }
+    return Status::Ok();
+  }
+
+  // A finite decimal number ("0.2", "-3", "1e3").
+  Result<double> Number(const YAML::Node& node, std::string_view path) const {
+    ASSIGN_OR_RETURN(std::string text, String(node, path));
+    double value = 0;
+    const char* begin = text.data();
+    const char* end = text.data() + text.size();
+    if (begin != end && *begin == '+') ++begin;
+    auto [ptr, ec] = std::from_chars(begin, end, value);
+    if (begin == end || ec != std::errc() || ptr != end || !std::isfinite(value)) {
+      return Error(path, fmt::format("{} is not a number", Quote(text)));
+    }
+    return value;
+  }
+
+  Result<std::chrono::milliseconds> FilterDuration(const YAML::Node& node,
+                                                   std::string_view path) const {
+    ASSIGN_OR_RETURN(std::string text, String(node, path));
+    Result<std::chrono::milliseconds> d = ParseDuration(text);
+    if (!d.ok()) return Error(path, d.status().message());
+    if (*d <= std::chrono::milliseconds(0) || *d > kMaxFilterDuration) {
+      return Error(path, fmt::format("{} is out of range (1ms..{})", Quote(text),
+                                     FormatDuration(kMaxFilterDuration)));
+    }
+    return *d;
+  }
+
+  // "5/s", "0.5/s", "300/min", "100/h": events per unit of time, as events per second.
+  Result<double> Rate(const YAML::Node& node, std::string_view path) const {
+    ASSIGN_OR_RETURN(std::string text, String(node, path));
+    const std::size_t slash = text.find('/');
+    const std::string_view unit =
+        slash == std::string::npos ? std::string_view() : std::string_view(text).substr(slash + 1);
+    double seconds = 0;
+    if (unit == "s") seconds = 1;
+    if (unit == "min") seconds = 60;
+    if (unit == "h") seconds = 3600;
+    double count = 0;
+    if (seconds > 0) {
+      const char* begin = text.data();
+      const char* end = text.data() + slash;
+      auto [ptr, ec] = std::from_chars(begin, end, count);
+      if (begin == end || ec != std::errc() || ptr != end || !std::isfinite(count)) seconds = 0;
+    }
+    if (seconds == 0 || count <= 0 || count > 1e9) {
+      return Error(path, fmt::format("{} is not a rate (a positive number of events per s, min or "
+                                     "h, e.g. 5/s or 300/min)",
+                                     Quote(text)));
+    }
+    return count / seconds;
+  }
+
+  // `filters:` a list of single-key maps, each a filter kind with its settings, run in order.
+  Result<std::vector<FilterSpec>> ParseFilters(const YAML::Node& value,
+                                               const std::string& path) const {
+    std::vector<FilterSpec> filters;
+    if (value.IsNull()) return filters;
+    if (!value.IsSequence()) {
+      return Error(path,
+                   fmt::format("expected a list (e.g. - deadband: {{ delta: 0.5 }}), found {}",
+                               TypeName(value)));
+    }
+    if (value.size() > kMaxFilters) {
+      return Error(
+          path, fmt::format("has {} filters; at most {} are allowed", value.size(), kMaxFilters));
+    }
+    for (std::size_t i = 0; i < value.size(); ++i) {
+      RETURN_IF_ERROR(Spend(1, 0));
+      std::string p = fmt::format("{}[{}]", path, i);
+      const YAML::Node& filter = value[i];
+      if (!filter.IsMap() || filter.size() != 1) {
+        return Error(p, "expected one filter kind with its settings (e.g. - ewma: { alpha: 0.3 })");
+      }
+      const auto& entry = *filter.begin();
+      const std::string kind = entry.first.IsScalar() ? entry.first.Scalar() : std::string();
+      if (!Contains(kFilterKinds, kind)) {
+        return Error(
+            p, fmt::format("unknown filter {} (use {})", Quote(kind), JoinKeys(kFilterKinds)));
+      }
+      std::string kind_path = fmt::format("{}.{}", p, kind);
+      if (!entry.second.IsMap()) {
+        return Error(kind_path,
+                     fmt::format("expected a map of settings, found {}", TypeName(entry.second)));
+      }
+      ASSIGN_OR_RETURN(FilterSpec spec, ParseFilter(kind, entry.second, kind_path));
+      filters.push_back(std::move(spec));
+    }
+    return filters;
+  }
+
+  Result<FilterSpec> ParseFilter(std::string_view kind, const YAML::Node& value,
+                                 const std::string& path) const {
+    if (kind == "range") return ParseRange(value, path);
+    if (kind == "deadband") return ParseDeadband(value, path);
+    if (kind == "ewma") return ParseEwma(value, path);
+    if (kind == "downsample") return ParseDownsample(value, path);
+    if (kind == "rate_limit") return ParseRateLimit(value, path);
+    return ParseWindow(value, path);
+  }
+
+  Result<FilterSpec> ParseRange(const YAML::Node& value, const std::string& path) const {
+    RangeFilterSpec range;
+    RETURN_IF_ERROR(ForEachEntry(
+        value, path,
+        [&](const std::string& k, const YAML::Node& v, const std::string& p) -> Status {
+          if (k == "field") {
+            ASSIGN_OR_RETURN(range.field, String(v, p));
+            return FieldPathProblem(range.field, p);
+          }
+          if (k == "min") {
+            ASSIGN_OR_RETURN(range.min, Number(v, p));
+            return Status::Ok();
+          }
+          if (k == "max") {
+            ASSIGN_OR_RETURN(range.max, Number(v, p));
+            return Status::Ok();
+          }
+          if (k == "action") {
+            ASSIGN_OR_RETURN(std::string action, String(v, p));
+            if (action != "drop" && action != "clamp") {
+              return Error(p,
+                           fmt::format("{} is not an action (use drop or clamp)", Quote(action)));
+            }
+            range.clamp = action == "clamp";
+            return Status::Ok();
+          }
+          return Error(p, UnknownKeyProblem(k, kRangeKeys));
+        }));
+    if (!range.min && !range.max) return Error(path, "needs min, max or both");
+    if (range.min && range.max && *range.min > *range.max) {
+      return Error(
+          path, fmt::format("min ({}) must not be greater than max ({})", *range.min, *range.max));
+    }
+    return FilterSpec(std::move(range));
+  }
+
+  Result<FilterSpec> ParseDeadband(const YAML::Node& value, const std::string& path) const {
+    DeadbandFilterSpec deadband;
+    bool has_delta = false;
+    RETURN_IF_ERROR(ForEachEntry(
+        value, path,
+        [&](const std::string& k, const YAML::Node& v, const std::string& p) -> Status {
+          if (k == "field") {
+            ASSIGN_OR_RETURN(deadband.field, String(v, p));
+            return FieldPathProblem(deadband.field, p);
+          }
+          if (k == "delta") {
+            ASSIGN_OR_RETURN(deadband.delta, Number(v, p));
+            has_delta = true;
+            return Status::Ok();
+          }
+          return Error(p, UnknownKeyProblem(k, kDeadbandKeys));
+        }));
+    if (!has_delta) return Error(path, "needs delta (e.g. deadband: { delta: 0.5 })");
+    if (deadband.delta <= 0) return Error(path, "delta must be > 0");
+    return FilterSpec(std::move(deadband));
+  }
+
+  Result<FilterSpec> ParseEwma(const YAML::Node& value, const std::string& path) const {
+    EwmaFilterSpec ewma;
+    bool has_alpha = false;
+    RETURN_IF_ERROR(ForEachEntry(
+        value, path,
+        [&](const std::string& k, const YAML::Node& v, const std::string& p) -> Status {
+          if (k == "field") {
+            ASSIGN_OR_RETURN(ewma.field, String(v, p));
+            return FieldPathProblem(ewma.field, p);
+          }
+          if (k == "alpha") {
+            ASSIGN_OR_RETURN(ewma.alpha, Number(v, p));
+            has_alpha = true;
+            return Status::Ok();
+          }
+          return Error(p, UnknownKeyProblem(k, kEwmaKeys));
+        }));
+    if (!has_alpha) return Error(path, "needs alpha (e.g. ewma: { alpha: 0.3 })");
+    if (!(ewma.alpha > 0 && ewma.alpha <= 1)) return Error(path, "alpha must be > 0 and <= 1");
+    return FilterSpec(std::move(ewma));
+  }
+
+  Result<FilterSpec> ParseDownsample(const YAML::Node& value, const std::string& path) const {
+    DownsampleFilterSpec downsample;
+    RETURN_IF_ERROR(ForEachEntry(
+        value, path,
+        [&](const std::string& k, const YAML::Node& v, const std::string& p) -> Status {
+          if (k == "every") {
+            ASSIGN_OR_RETURN(downsample.every, Integer(v, p, INT64_MIN, INT64_MAX));
+            if (downsample.every < 1 || downsample.every > kMaxEvery) {
+              return Error(path, fmt::format("every must be >= 1 and <= {}", kMaxEvery));
+            }
+            return Status::Ok();
+          }
+          if (k == "interval") {
+            ASSIGN_OR_RETURN(downsample.interval, FilterDuration(v, p));
+            return Status::Ok();
+          }
+          return Error(p, UnknownKeyProblem(k, kDownsampleKeys));
+        }));
+    const bool has_every = downsample.every > 0;
+    const bool has_interval = downsample.interval.count() > 0;
+    if (has_every == has_interval) {
+      return Error(path, "give either every or interval (e.g. downsample: { every: 10 })");
+    }
+    return FilterSpec(downsample);
+  }
+
+  Result<FilterSpec> ParseRateLimit(const YAML::Node& value, const std::string& path) const {
+    RateLimitFilterSpec limit;
+    std::optional<std::int64_t> burst;
+    RETURN_IF_ERROR(ForEachEntry(
+        value, path,
+        [&](const std::string& k, const YAML::Node& v, const std::string& p) -> Status {
+          if (k == "rate") {
+            ASSIGN_OR_RETURN(limit.per_second, Rate(v, p));
+            return Status::Ok();
+          }
+          if (k == "burst") {
+            ASSIGN_OR_RETURN(burst, Integer(v, p, INT64_MIN, INT64_MAX));
+            if (*burst < 1 || *burst > kMaxEvery) {
+              return Error(path, fmt::format("burst must be >= 1 and <= {}", kMaxEvery));
+            }
+            return Status::Ok();
+          }
+          return Error(p, UnknownKeyProblem(k, kRateLimitKeys));
+        }));
+    if (limit.per_second <= 0) return Error(path, "needs rate (e.g. rate_limit: { rate: 5/s })");
+    // Default: one second's worth of events, so a steady source at the rate is never cut.
+    limit.burst = burst ? static_cast<double>(*burst) : std::max(1.0, std::ceil(limit.per_second));
+    return FilterSpec(limit);
+  }
+
+  Result<FilterSpec> ParseWindow(const YAML::Node& value, const std::string& path) const {
+    WindowFilterSpec window;
+    std::optional<std::int64_t> count;
+    std::optional<std::chrono::milliseconds> duration;
+    // A copy (a handle to the same node): the entry `v` below is gone after its callback.
+    std::optional<YAML::Node> slide;
+    std::string slide_path;
+    RETURN_IF_ERROR(ForEachEntry(
+        value, path,
+        [&](const std::string& k, const YAML::Node& v, const std::string& p) -> Status {
+          if (k == "count") {
+            ASSIGN_OR_RETURN(count, Integer(v, p, INT64_MIN, INT64_MAX));
+            return Status::Ok();
+          }
+          if (k == "duration") {
+            ASSIGN_OR_RETURN(duration, FilterDuration(v, p));
+            return Status::Ok();
+          }
+          if (k == "slide") {
+            slide = v;
+            slide_path = p;
+            return Status::Ok();
+          }
+          return Error(p, UnknownKeyProblem(k, kWindowKeys));
+        }));
+    if (count.has_value() == duration.has_value()) {
+      return Error(path, "give either count or duration (e.g. window: { count: 10 })");
+    }
+    if (count) {
+      if (*count < 1 || *count > kMaxWindowCount) {
+        return Error(path, fmt::format("count must be >= 1 and <= {}", kMaxWindowCount));
+      }
+      window.count = *count;
+      window.count_slide = *count;
+      if (slide) {
+        ASSIGN_OR_RETURN(window.count_slide, Integer(*slide, slide_path, INT64_MIN, INT64_MAX));
+        if (window.count_slide < 1 || window.count_slide > window.count) {
+          return Error(path, fmt::format("slide must be >= 1 and <= count ({})", window.count));
+        }
+      }
+      return FilterSpec(window);
+    }
+    window.duration = *duration;
+    window.slide = *duration;
+    if (slide) {
+      ASSIGN_OR_RETURN(window.slide, FilterDuration(*slide, slide_path));
+      if (window.slide > window.duration) {
+        return Error(path, fmt::format("slide must not be longer than duration ({})",
+                                       FormatDuration(window.duration)));
+      }
+      if (window.duration / window.slide > kMaxSlidesPerWindow) {
+        return Error(path, fmt::format("duration ({}) must be at most {} slides ({} each)",
+                                       FormatDuration(window.duration), kMaxSlidesPerWindow,
+                                       FormatDuration(window.slide)));
+      }
+      if (window.duration % window.slide != std::chrono::milliseconds(0)) {
+        return Error(path,
+                     fmt::format("duration ({}) must be a whole number of slides ({})",
+                                 FormatDuration(window.duration), FormatDuration(window.slide)));
+      }
+    }
+    return FilterSpec(window);
   }
 
   // `timer: { interval: 30s }` or `timer: { schedule: "*/5 * * * *" }`, exactly one of the two.
@@ -808,6 +1148,18 @@ bool HasMoreThanOneDocument(const std::string& text) {
 }
 
 }  // namespace
+
+std::string_view FilterName(const FilterSpec& filter) {
+  struct Namer {
+    std::string_view operator()(const RangeFilterSpec&) const { return "range"; }
+    std::string_view operator()(const DeadbandFilterSpec&) const { return "deadband"; }
+    std::string_view operator()(const EwmaFilterSpec&) const { return "ewma"; }
+    std::string_view operator()(const DownsampleFilterSpec&) const { return "downsample"; }
+    std::string_view operator()(const RateLimitFilterSpec&) const { return "rate_limit"; }
+    std::string_view operator()(const WindowFilterSpec&) const { return "window"; }
+  };
+  return std::visit(Namer{}, filter);
+}
 
 bool IsValidFunctionName(std::string_view name) {
   if (name.empty() || name.size() > 63) return false;

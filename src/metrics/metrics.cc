@@ -34,6 +34,29 @@ FunctionMetrics::Totals FunctionMetrics::Sum() const {
   return t;
 }
 
+FilterMetrics::FilterMetrics(std::string function, std::vector<Stage> stages,
+                             std::size_t trigger_count, int shards)
+    : function_(std::move(function)), stages_(std::move(stages)) {
+  first_stage_.assign(trigger_count + 1, stages_.size());
+  for (std::size_t i = stages_.size(); i-- > 0;) first_stage_[stages_[i].trigger] = i;
+  for (std::size_t t = trigger_count; t-- > 0;) {
+    first_stage_[t] = std::min(first_stage_[t], first_stage_[t + 1]);
+  }
+  for (int i = 0; i < shards; ++i) {
+    shards_.push_back(std::make_unique<FilterShardMetrics>(stages_.size(), trigger_count));
+  }
+}
+
+std::span<FilterStageCounters> FilterMetrics::TriggerStages(int shard, std::size_t trigger) {
+  const std::size_t first = first_stage_[trigger];
+  return std::span<FilterStageCounters>(shards_[shard]->stages)
+      .subspan(first, first_stage_[trigger + 1] - first);
+}
+
+ShardCounter& FilterMetrics::KeysEvicted(int shard, std::size_t trigger) {
+  return shards_[shard]->keys_evicted[trigger];
+}
+
 MetricsRegistry::MetricsRegistry(int shards) : shards_(shards) {
   for (int i = 0; i < shards; ++i) http_.push_back(std::make_unique<HttpShardMetrics>());
   for (int i = 0; i < shards; ++i) archive_.push_back(std::make_unique<ArchiveShardMetrics>());
@@ -52,6 +75,18 @@ FunctionMetricsPtr MetricsRegistry::ForFunction(const std::string& name,
 void MetricsRegistry::RemoveFunction(const std::string& name) {
   std::lock_guard lock(mu_);
   functions_.erase(name);
+  filters_.erase(name);
+}
+
+FilterMetricsPtr MetricsRegistry::ForFilters(const std::string& function,
+                                             std::vector<FilterMetrics::Stage> stages,
+                                             std::size_t trigger_count) {
+  std::lock_guard lock(mu_);
+  auto& slot = filters_[function];
+  if (!slot || slot->stages() != stages || slot->trigger_count() != trigger_count) {
+    slot = std::make_shared<FilterMetrics>(function, std::move(stages), trigger_count, shards_);
+  }
+  return slot;
 }
 
 void AppendMetricFamily(std::string& out, std::string_view name, std::string_view type,
@@ -107,14 +142,66 @@ void RenderHistogram(std::string& out, std::string_view metric, const std::strin
                  std::max(cumulative, total));
 }
 
+// Gateway filter stages: one series per stage and counter, summed over the shards.
+void RenderFilters(std::string& out, const std::vector<FilterMetricsPtr>& filters, int shards) {
+  auto it = std::back_inserter(out);
+  using Pick = const ShardCounter& (*)(const FilterStageCounters&);
+  struct Family {
+    std::string_view name, help;
+    Pick pick;
+  };
+  static constexpr std::array<Family, 4> kFamilies = {{
+      {"wisp_filter_events_in_total", "Events that reached a filter stage.",
+       [](const FilterStageCounters& c) -> const ShardCounter& { return c.in; }},
+      {"wisp_filter_events_out_total", "Events a filter stage passed on (a window: its batches).",
+       [](const FilterStageCounters& c) -> const ShardCounter& { return c.out; }},
+      {"wisp_filter_events_without_field_total",
+       "Events a numeric filter passed unchanged because the field was missing.",
+       [](const FilterStageCounters& c) -> const ShardCounter& { return c.without_field; }},
+      {"wisp_filter_window_overflow_total",
+       "Events dropped because the chain's window buffers were full.",
+       [](const FilterStageCounters& c) -> const ShardCounter& { return c.overflow; }},
+  }};
+  for (const Family& family : kFamilies) {
+    fmt::format_to(it, "# HELP {} {}\n# TYPE {} counter\n", family.name, family.help, family.name);
+    for (const auto& fm : filters) {
+      for (std::size_t i = 0; i < fm->stages().size(); ++i) {
+        std::uint64_t n = 0;
+        for (int s = 0; s < shards; ++s) n += family.pick(fm->shard(s).stages[i]).Get();
+        const FilterMetrics::Stage& stage = fm->stages()[i];
+        fmt::format_to(it, "{}{{function=\"{}\",trigger=\"{}\",filter=\"{}\"}} {}\n", family.name,
+                       fm->function(), stage.trigger, stage.filter, n);
+      }
+    }
+  }
+  fmt::format_to(it,
+                 "# HELP wisp_filter_keys_evicted_total Keys whose filter state was dropped to "
+                 "stay within max_keys.\n# TYPE wisp_filter_keys_evicted_total counter\n");
+  for (const auto& fm : filters) {
+    for (std::size_t t = 0; t < fm->trigger_count(); ++t) {
+      const bool has_stages = std::any_of(fm->stages().begin(), fm->stages().end(),
+                                          [t](const auto& stage) { return stage.trigger == t; });
+      if (!has_stages) continue;
+      std::uint64_t n = 0;
+      for (int s = 0; s < shards; ++s) n += fm->shard(s).keys_evicted[t].Get();
+      fmt::format_to(it, "wisp_filter_keys_evicted_total{{function=\"{}\",trigger=\"{}\"}} {}\n",
+                     fm->function(), t, n);
+    }
+  }
+}
+
 }  // namespace
 
 std::string MetricsRegistry::RenderPrometheus(std::string_view version,
                                               std::string_view commit) const {
   std::vector<FunctionMetricsPtr> functions;
+  std::vector<FilterMetricsPtr> filters;
   {
     std::lock_guard lock(mu_);
     for (const auto& [name, fm] : functions_) functions.push_back(fm);
+    for (const auto& [name, fm] : filters_) {
+      if (!fm->stages().empty()) filters.push_back(fm);
+    }
   }
   std::string out;
   out.reserve(4096 + functions.size() * 4096);
@@ -274,6 +361,7 @@ std::string MetricsRegistry::RenderPrometheus(std::string_view version,
                       return m.cold_start_duration;
                     });
   }
+  if (!filters.empty()) RenderFilters(out, filters, shards);
   return out;
 }
 

@@ -7,7 +7,8 @@
 // shared_ptr to their function's FunctionMetrics.
 //
 // Labels are bounded: function names (one per deployed function), runtime, trigger, status and
-// error kind (closed sets). Never a topic, key or device id.
+// error kind (closed sets), and filter stages (a trigger index and "<index>:<kind>", fixed by the
+// manifest). Never a topic, key or device id.
 #pragma once
 
 #include <array>
@@ -18,6 +19,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -106,6 +108,52 @@ class FunctionMetrics {
 };
 using FunctionMetricsPtr = std::shared_ptr<FunctionMetrics>;
 
+// Counters of one filter stage (one entry of an mqtt trigger's `filters:`) on one shard.
+struct FilterStageCounters {
+  ShardCounter in;             // events that reached the stage
+  ShardCounter out;            // events it passed on; a closed window counts once
+  ShardCounter without_field;  // passed unchanged: the numeric field was missing
+  ShardCounter overflow;       // dropped: the chain's window buffers were full
+};
+
+// One function's filter counters on one shard: the stages of all its mqtt triggers, in order.
+struct alignas(64) FilterShardMetrics {
+  FilterShardMetrics(std::size_t stage_count, std::size_t trigger_count)
+      : stages(stage_count), keys_evicted(trigger_count) {}
+  std::vector<FilterStageCounters> stages;
+  std::vector<ShardCounter> keys_evicted;  // per mqtt trigger
+};
+
+// The filter stages of one deployed function and their per-shard counters. The layout is fixed
+// at construction; a redeploy that changes the filters gets a new object.
+class FilterMetrics {
+ public:
+  struct Stage {
+    std::size_t trigger = 0;  // index into the function's mqtt triggers
+    std::string filter;       // "<index in filters>:<kind>", e.g. "0:deadband"
+    bool operator==(const Stage&) const = default;
+  };
+  // `stages` in trigger order (all of trigger 0's, then trigger 1's...); every `trigger` is
+  // below `trigger_count`.
+  FilterMetrics(std::string function, std::vector<Stage> stages, std::size_t trigger_count,
+                int shards);
+  const std::string& function() const { return function_; }
+  const std::vector<Stage>& stages() const { return stages_; }
+  std::size_t trigger_count() const { return first_stage_.size() - 1; }
+  const FilterShardMetrics& shard(int i) const { return *shards_[i]; }
+
+  // What shard `shard` writes for trigger `trigger`: its stages' counters, in filter order.
+  std::span<FilterStageCounters> TriggerStages(int shard, std::size_t trigger);
+  ShardCounter& KeysEvicted(int shard, std::size_t trigger);
+
+ private:
+  std::string function_;
+  std::vector<Stage> stages_;
+  std::vector<std::size_t> first_stage_;  // per trigger, plus the end
+  std::vector<std::unique_ptr<FilterShardMetrics>> shards_;
+};
+using FilterMetricsPtr = std::shared_ptr<FilterMetrics>;
+
 // Node-wide HTTP counters per shard, by status class (1xx..5xx).
 struct alignas(64) HttpShardMetrics {
   std::array<ShardCounter, 6> responses_by_class;
@@ -128,6 +176,10 @@ class MetricsRegistry {
   FunctionMetricsPtr ForFunction(const std::string& name, const std::string& runtime);
   // Forgets a deleted function (shards still holding the pointer may write to it harmlessly).
   void RemoveFunction(const std::string& name);
+  // The function's filter counters for this layout: the current object when the stages are the
+  // same (a redeploy keeps counting), else a new one that replaces it. Thread-safe.
+  FilterMetricsPtr ForFilters(const std::string& function, std::vector<FilterMetrics::Stage> stages,
+                              std::size_t trigger_count);
 
   HttpShardMetrics& http(int shard) { return *http_[shard]; }
   ArchiveShardMetrics& archive(int shard) { return *archive_[shard]; }
@@ -149,6 +201,7 @@ class MetricsRegistry {
   std::vector<std::unique_ptr<ArchiveShardMetrics>> archive_;
   mutable std::mutex mu_;
   std::map<std::string, FunctionMetricsPtr> functions_;  // guarded by mu_
+  std::map<std::string, FilterMetricsPtr> filters_;      // guarded by mu_
   mutable std::mutex collectors_mu_;
   std::map<int, Collector> collectors_;  // guarded by collectors_mu_
   int next_collector_id_ = 0;            // guarded by collectors_mu_

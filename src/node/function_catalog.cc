@@ -1,5 +1,7 @@
 #include "node/function_catalog.h"
 
+#include "gateway/filter_chain.h"
+
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -161,6 +163,8 @@ void FunctionCatalog::LoadFromDisk() {
   for (auto& [name, fn] : *next) {
     auto mutable_fn = std::const_pointer_cast<DeployedFunction>(fn);
     mutable_fn->metrics = metrics_->ForFunction(name, fn->spec->runtime);
+    mutable_fn->filter_metrics =
+        metrics_->ForFilters(name, FilterStagesOf(*fn->spec), fn->spec->mqtt_triggers.size());
     mutable_fn->log = logs_.try_emplace(name, std::make_shared<FunctionLog>()).first->second;
     spdlog::info("loaded function '{}' (runtime {}, version {})", name, fn->spec->runtime,
                  fn->spec->version);
@@ -271,6 +275,8 @@ Result<std::vector<DeployedFunctionPtr>> FunctionCatalog::Deploy(const Bundle& b
     const std::string& name = prepared_fn->spec->name;
     auto fn = std::const_pointer_cast<DeployedFunction>(prepared_fn);
     fn->metrics = metrics_->ForFunction(name, fn->spec->runtime);
+    fn->filter_metrics =
+        metrics_->ForFilters(name, FilterStagesOf(*fn->spec), fn->spec->mqtt_triggers.size());
     fn->log = logs_.try_emplace(name, std::make_shared<FunctionLog>()).first->second;
     fn->log->Append(LogLevel::kInfo, fmt::format("deployed version {}", fn->spec->version));
     (*next)[name] = prepared_fn;

@@ -51,6 +51,7 @@ struct DeployedFunction {
   std::string dir;  // where its files live in the data directory
   RuntimePtr runtime;
   FunctionMetricsPtr metrics;
+  FilterMetricsPtr filter_metrics;  // counters of its mqtt triggers' filter stages
   std::shared_ptr<FunctionLog> log;
   std::chrono::system_clock::time_point deployed_at;
   std::vector<std::string> files;

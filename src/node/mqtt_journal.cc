@@ -16,7 +16,6 @@
 #include <spdlog/spdlog.h>
 
 #include "archive/archive_format.h"  // Crc32c
-#include "node/shard.h"              // MqttDelivery
 
 namespace wisp {
 namespace fs = std::filesystem;
@@ -25,7 +24,8 @@ namespace {
 
 constexpr std::string_view kJournalMagic{"WISPJR\x01\n", 8};
 constexpr std::size_t kFrameBytes = 8;  // u32 body length, u32 CRC32C of the body
-constexpr std::size_t kFixedBodyBytes = 8 + 1 + 1 + 8 + 2 + 2;  // seq qos retain time lengths
+// seq, qos, retain, time, lengths of topic, content type and function list
+constexpr std::size_t kFixedBodyBytes = 8 + 1 + 1 + 8 + 2 + 2 + 2;
 constexpr std::uint32_t kMaxEntryBytes = 300u << 20;  // > the largest MQTT payload (256 MiB)
 
 template <typename Int>
@@ -74,10 +74,17 @@ std::uint64_t SegmentFirstSeq(const fs::path& path) {
 
 }  // namespace
 
-void EncodeJournalEntry(std::uint64_t seq, const MqttDelivery& delivery, std::string* out) {
+void EncodeJournalEntry(std::uint64_t seq, const MqttDelivery& delivery,
+                        const std::vector<std::string>& function_names, std::string* out) {
+  std::string functions;  // names are DNS labels: ',' never occurs in one
+  for (const std::string& name : function_names) {
+    if (!functions.empty()) functions += ',';
+    functions += name;
+  }
   const std::size_t topic = std::min<std::size_t>(delivery.topic.size(), 0xffff);
   const std::size_t ct = std::min<std::size_t>(delivery.content_type.size(), 0xffff);
-  const std::size_t body_size = kFixedBodyBytes + topic + ct + delivery.payload.size();
+  const std::size_t fns = std::min<std::size_t>(functions.size(), 0xffff);
+  const std::size_t body_size = kFixedBodyBytes + topic + ct + fns + delivery.payload.size();
   const std::size_t start = out->size();
   Put<std::uint32_t>(out, static_cast<std::uint32_t>(body_size));
   Put<std::uint32_t>(out, 0);  // the CRC, filled in below
@@ -89,15 +96,17 @@ void EncodeJournalEntry(std::uint64_t seq, const MqttDelivery& delivery, std::st
                              .count());
   Put<std::uint16_t>(out, static_cast<std::uint16_t>(topic));
   Put<std::uint16_t>(out, static_cast<std::uint16_t>(ct));
+  Put<std::uint16_t>(out, static_cast<std::uint16_t>(fns));
   out->append(delivery.topic, 0, topic);
   out->append(delivery.content_type, 0, ct);
+  out->append(functions, 0, fns);
   out->append(delivery.payload);
   const std::uint32_t crc = Crc32c(std::string_view(*out).substr(start + kFrameBytes, body_size));
   for (std::size_t i = 0; i < 4; ++i) (*out)[start + 4 + i] = static_cast<char>(crc >> (8 * i));
 }
 
 bool DecodeJournalEntry(std::string_view bytes, std::size_t offset, std::uint64_t* seq,
-                        MqttDelivery* delivery, std::size_t* next) {
+                        JournalEntry* entry, std::size_t* next) {
   if (offset > bytes.size() || bytes.size() - offset < kFrameBytes) return false;
   const char* p = bytes.data() + offset;
   const auto body_size = Get<std::uint32_t>(p);
@@ -107,17 +116,30 @@ bool DecodeJournalEntry(std::string_view bytes, std::size_t offset, std::uint64_
   const std::string_view body = bytes.substr(offset + kFrameBytes, body_size);
   if (Crc32c(body) != crc) return false;
   const char* b = body.data();
-  const auto topic = Get<std::uint16_t>(b + 18);
-  const auto ct = Get<std::uint16_t>(b + 20);
-  if (kFixedBodyBytes + topic + ct > body_size) return false;
+  const std::size_t topic = Get<std::uint16_t>(b + 18);
+  const std::size_t ct = Get<std::uint16_t>(b + 20);
+  const std::size_t fns = Get<std::uint16_t>(b + 22);
+  if (kFixedBodyBytes + topic + ct + fns > body_size) return false;
+  MqttDelivery& delivery = entry->delivery;
   *seq = Get<std::uint64_t>(b);
-  delivery->qos = static_cast<unsigned char>(b[8]);
-  delivery->retain = b[9] != 0;
-  delivery->received_at =
-      std::chrono::system_clock::time_point(std::chrono::microseconds(Get<std::int64_t>(b + 10)));
-  delivery->topic.assign(body.substr(kFixedBodyBytes, topic));
-  delivery->content_type.assign(body.substr(kFixedBodyBytes + topic, ct));
-  delivery->payload.assign(body.substr(kFixedBodyBytes + topic + ct));
+  delivery.qos = static_cast<unsigned char>(b[8]);
+  delivery.retain = b[9] != 0;
+  delivery.received_at = std::chrono::system_clock::time_point(
+      std::chrono::microseconds(Get<std::int64_t>(b + 10)));
+  std::size_t at = kFixedBodyBytes;
+  delivery.topic.assign(body.substr(at, topic));
+  at += topic;
+  delivery.content_type.assign(body.substr(at, ct));
+  at += ct;
+  std::string_view functions = body.substr(at, fns);
+  at += fns;
+  delivery.payload.assign(body.substr(at));
+  entry->functions.clear();
+  while (!functions.empty()) {
+    const auto comma = functions.find(',');
+    entry->functions.emplace_back(functions.substr(0, comma));
+    functions = comma == std::string_view::npos ? std::string_view() : functions.substr(comma + 1);
+  }
   *next = offset + kFrameBytes + body_size;
   return true;
 }
@@ -156,7 +178,7 @@ Result<std::unique_ptr<MqttJournal>> MqttJournal::Open(const std::string& dir, i
 
   // What an earlier run left: every shard-* directory, whatever the shard count was then.
   std::uint64_t max_seq = 0;
-  std::vector<std::pair<std::uint64_t, MqttDelivery>> unfinished;
+  std::vector<std::pair<std::uint64_t, JournalEntry>> unfinished;
   for (const auto& entry : fs::directory_iterator(dir, ec)) {
     if (!entry.is_directory() || !entry.path().filename().string().starts_with("shard-")) continue;
     std::uint64_t done = 0;
@@ -174,11 +196,11 @@ Result<std::unique_ptr<MqttJournal>> MqttJournal::Open(const std::string& dir, i
       if (!bytes.starts_with(kJournalMagic)) continue;
       std::size_t offset = kJournalMagic.size();
       std::uint64_t seq = 0;
-      MqttDelivery delivery;
+      JournalEntry entry;
       std::size_t next = 0;
-      while (DecodeJournalEntry(bytes, offset, &seq, &delivery, &next)) {
+      while (DecodeJournalEntry(bytes, offset, &seq, &entry, &next)) {
         max_seq = std::max(max_seq, seq);
-        if (seq > done) unfinished.emplace_back(seq, std::move(delivery));
+        if (seq > done) unfinished.emplace_back(seq, std::move(entry));
         offset = next;
       }
       if (offset != bytes.size()) {
@@ -194,7 +216,7 @@ Result<std::unique_ptr<MqttJournal>> MqttJournal::Open(const std::string& dir, i
   std::sort(unfinished.begin(), unfinished.end(),
             [](const auto& a, const auto& b) { return a.first < b.first; });
   journal->recovered_.reserve(unfinished.size());
-  for (auto& [seq, delivery] : unfinished) journal->recovered_.push_back(std::move(delivery));
+  for (auto& [seq, entry] : unfinished) journal->recovered_.push_back(std::move(entry));
   journal->next_seq_ = max_seq + 1;
 
   for (int k = 0; k < shards; ++k) {
@@ -218,7 +240,7 @@ Result<std::unique_ptr<MqttJournal>> MqttJournal::Open(const std::string& dir, i
   return journal;
 }
 
-std::vector<MqttDelivery> MqttJournal::Recover() { return std::move(recovered_); }
+std::vector<JournalEntry> MqttJournal::Recover() { return std::move(recovered_); }
 
 void MqttJournal::DropRecovered() {
   std::error_code ec;
@@ -259,11 +281,12 @@ Status MqttJournal::Roll(ShardFiles& files, std::uint64_t first_seq) {
   return Status::Ok();
 }
 
-Result<std::uint64_t> MqttJournal::Append(int shard, const MqttDelivery& delivery) {
+Result<std::uint64_t> MqttJournal::Append(int shard, const MqttDelivery& delivery,
+                                          const std::vector<std::string>& functions) {
   ShardFiles& files = *shards_[static_cast<std::size_t>(shard)];
   const std::uint64_t seq = next_seq_++;
   scratch_.clear();
-  EncodeJournalEntry(seq, delivery, &scratch_);
+  EncodeJournalEntry(seq, delivery, functions, &scratch_);
   if (files.fd < 0 || files.segment_bytes + scratch_.size() > segment_bytes_) {
     RETURN_IF_ERROR(Roll(files, seq));
   }

@@ -30,18 +30,24 @@
 #include <string_view>
 #include <vector>
 
+#include "node/shard.h"  // MqttDelivery
 #include "wisp/status.h"
 
 namespace wisp {
 
-struct MqttDelivery;
+// A message and the functions of one shard that it goes to.
+struct JournalEntry {
+  MqttDelivery delivery;
+  std::vector<std::string> functions;
+};
 
-// Encodes one journal entry (framed, checksummed) into `out`. Exposed for the fuzz target.
-void EncodeJournalEntry(std::uint64_t seq, const MqttDelivery& delivery, std::string* out);
+// Encodes one journal entry (framed, checksummed) into `out`.
+void EncodeJournalEntry(std::uint64_t seq, const MqttDelivery& delivery,
+                        const std::vector<std::string>& functions, std::string* out);
 // Decodes the entry at `offset`; false at the end, on a torn tail or a bad checksum. Never reads
 // outside `bytes`.
 bool DecodeJournalEntry(std::string_view bytes, std::size_t offset, std::uint64_t* seq,
-                        MqttDelivery* delivery, std::size_t* next);
+                        JournalEntry* entry, std::size_t* next);
 
 class MqttJournal {
  public:
@@ -54,12 +60,13 @@ class MqttJournal {
   // Messages appended by an earlier run and never marked done, oldest first per shard of that
   // run. The caller appends them again (so a crash during the replay loses nothing) and runs
   // them; then it calls DropRecovered() to delete the earlier run's files.
-  std::vector<MqttDelivery> Recover();
+  std::vector<JournalEntry> Recover();
   void DropRecovered();
 
-  // Appends a message for shard `shard` and returns its sequence number. IoError when the disk
-  // refused: the caller must then fall back to running before acknowledging.
-  Result<std::uint64_t> Append(int shard, const MqttDelivery& delivery);
+  // Appends a message for `functions` on shard `shard` and returns its sequence number. IoError
+  // when the disk refused: the caller must then fall back to running before acknowledging.
+  Result<std::uint64_t> Append(int shard, const MqttDelivery& delivery,
+                               const std::vector<std::string>& functions);
 
   // Shard `shard` has run every message of its own up to `seq`.
   void MarkDone(int shard, std::uint64_t seq);
@@ -76,7 +83,7 @@ class MqttJournal {
   const bool sync_;
   const std::uint64_t segment_bytes_;
   std::vector<std::unique_ptr<ShardFiles>> shards_;
-  std::vector<MqttDelivery> recovered_;       // until Recover()
+  std::vector<JournalEntry> recovered_;       // until Recover()
   std::vector<std::string> recovered_files_;  // the earlier run's, deleted by DropRecovered
   std::uint64_t next_seq_ = 1;                // network thread only
   std::atomic<std::int64_t> backlog_{0};

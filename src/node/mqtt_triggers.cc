@@ -3,6 +3,7 @@
 #include <mosquitto.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <boost/asio/post.hpp>
 #include <condition_variable>
 #include <filesystem>
@@ -26,12 +27,9 @@ std::string DefaultClientId() {
 class Pending {
  public:
   explicit Pending(int count) : count_(count) {}
-  // True for the last one.
-  bool Done() {
+  void Done() {
     std::lock_guard lock(mu_);
-    if (--count_ > 0) return false;
-    cv_.notify_all();
-    return true;
+    if (--count_ == 0) cv_.notify_all();
   }
   // False if the clock passed `give_up_at_ns` (steady clock; 0 = never) first.
   bool Wait(const std::atomic<std::int64_t>& give_up_at_ns) {
@@ -107,13 +105,13 @@ Status MqttTriggers::Start() {
     // What the last run acknowledged and did not finish runs first, once connected (so that
     // the actions it emits can be published), before any new message; journaled again so
     // that a crash now loses nothing either.
-    auto unfinished = std::make_shared<std::vector<MqttDelivery>>(journal_->Recover());
+    auto unfinished = std::make_shared<std::vector<JournalEntry>>(journal_->Recover());
     connection_->SetConnectedHandler([this, unfinished] {
       if (unfinished->empty()) return;
       spdlog::info("mqtt: running {} message(s) acknowledged but not handled by the last run",
                    unfinished->size());
-      for (MqttDelivery& delivery : *unfinished) {
-        Dispatch(std::make_shared<const MqttDelivery>(std::move(delivery)));
+      for (JournalEntry& entry : *unfinished) {
+        Dispatch(std::make_shared<const MqttDelivery>(std::move(entry.delivery)), &entry.functions);
       }
       unfinished->clear();
       journal_->DropRecovered();
@@ -160,56 +158,87 @@ void MqttTriggers::OnMessage(const MqttMessage& message) {
   Dispatch(std::move(delivery));
 }
 
-void MqttTriggers::Dispatch(std::shared_ptr<const MqttDelivery> delivery) {
+void MqttTriggers::Dispatch(std::shared_ptr<const MqttDelivery> delivery,
+                            const std::vector<std::string>* only) {
   if (const std::uint64_t generation = services_.catalog->generation();
       generation != catalog_generation_ || !catalog_) {
     catalog_ = services_.catalog->Snapshot();
     catalog_generation_ = generation;
   }
-  std::vector<const std::string*> targets;
+  struct Target {
+    const std::string* function;
+    std::size_t trigger;  // the first of its mqtt triggers that matched
+    int shard;
+  };
+  std::vector<Target> targets;
+  const int topic_shard =
+      static_cast<int>(std::hash<std::string>{}(delivery->topic) % shards_.size());
   for (const auto& [name, fn] : *catalog_) {
-    for (const MqttTriggerSpec& trigger : fn->spec->mqtt_triggers) {
+    if (only != nullptr && std::find(only->begin(), only->end(), name) == only->end()) continue;
+    const auto& triggers = fn->spec->mqtt_triggers;
+    for (std::size_t t = 0; t < triggers.size(); ++t) {
       bool match = false;
-      if (mosquitto_topic_matches_sub(trigger.topic.c_str(), delivery->topic.c_str(), &match) ==
+      if (mosquitto_topic_matches_sub(triggers[t].topic.c_str(), delivery->topic.c_str(), &match) ==
               MOSQ_ERR_SUCCESS &&
           match) {
-        targets.push_back(&name);
+        // Filter state keyed by a payload field spans topics, so it lives on one shard per
+        // function; otherwise the key is the topic and the topic's shard has it all.
+        const bool keyed_by_field = !triggers[t].filters.empty() && !triggers[t].key.empty();
+        const int shard = keyed_by_field
+                              ? static_cast<int>(std::hash<std::string>{}(name) % shards_.size())
+                              : topic_shard;
+        targets.push_back({&name, t, shard});
         break;
       }
     }
   }
   if (targets.empty()) return;
 
-  const int shard_index =
-      static_cast<int>(std::hash<std::string>{}(delivery->topic) % shards_.size());
-  Shard* shard = shards_[static_cast<std::size_t>(shard_index)];
+  // QoS 1: journaled (one entry per shard the message goes to, naming that shard's functions),
+  // then acknowledged when this returns; each shard marks its entry done after its functions
+  // ran. Without the journal (or when the disk refuses) this thread waits instead.
   const bool at_least_once = delivery->qos > 0;
-  // QoS 1: journaled, then acknowledged when this returns; the shard marks it done after the
-  // functions ran. Without the journal (or when the disk refuses) this thread waits instead.
-  std::uint64_t seq = 0;
-  if (at_least_once && journal_) {
-    auto appended = journal_->Append(shard_index, *delivery);
-    if (appended.ok()) {
-      seq = *appended;
-    } else {
-      spdlog::error("{}; running the message before acknowledging it", appended.status().message());
-    }
-  }
   auto pending = std::make_shared<Pending>(static_cast<int>(targets.size()));
-  for (const std::string* name : targets) {
-    boost::asio::post(shard->io(), [shard, function = *name, delivery, pending, seq, shard_index,
-                                    journal = journal_.get()] {
-      shard->DeliverMqtt(function, *delivery);
-      if (pending->Done() && seq != 0) journal->MarkDone(shard_index, seq);
-    });
+  bool journaled = at_least_once && journal_ != nullptr;
+  std::sort(targets.begin(), targets.end(),
+            [](const Target& a, const Target& b) { return a.shard < b.shard; });
+  for (std::size_t begin = 0; begin < targets.size();) {
+    std::size_t end = begin;
+    while (end < targets.size() && targets[end].shard == targets[begin].shard) ++end;
+    const int shard_index = targets[begin].shard;
+    Shard* shard = shards_[static_cast<std::size_t>(shard_index)];
+    std::uint64_t seq = 0;
+    if (journaled) {
+      std::vector<std::string> functions;
+      for (std::size_t i = begin; i < end; ++i) functions.push_back(*targets[i].function);
+      auto appended = journal_->Append(shard_index, *delivery, functions);
+      if (appended.ok()) {
+        seq = *appended;
+      } else {
+        spdlog::error("{}; running the message before acknowledging it",
+                      appended.status().message());
+        journaled = false;
+      }
+    }
+    auto group_left = std::make_shared<std::atomic<int>>(static_cast<int>(end - begin));
+    for (std::size_t i = begin; i < end; ++i) {
+      boost::asio::post(
+          shard->io(), [shard, function = *targets[i].function, trigger = targets[i].trigger,
+                        delivery, pending, group_left, seq, shard_index, journal = journal_.get()] {
+            shard->DeliverMqtt(function, trigger, *delivery);
+            pending->Done();
+            if (group_left->fetch_sub(1) == 1 && seq != 0) journal->MarkDone(shard_index, seq);
+          });
+    }
+    begin = end;
   }
   if (!at_least_once) return;
   // Flow control: past max_backlog journaled messages, wait as if there were no journal, so
   // the broker holds what the shards cannot take yet.
-  const bool wait = seq == 0 || journal_->backlog() > config_.max_backlog;
+  const bool wait = !journaled || journal_->backlog() > config_.max_backlog;
   if (wait && !pending->Wait(give_up_at_ns_)) {
     spdlog::warn("mqtt: stopped before a QoS 1 message on {} was handled; {}", delivery->topic,
-                 seq != 0 ? "it runs at the next start" : "the broker keeps it");
+                 journaled ? "it runs at the next start" : "the broker keeps it");
   }
 }
 

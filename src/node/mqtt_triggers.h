@@ -2,7 +2,9 @@
 // functions' `mqtt:` triggers, and routing of each message to a shard.
 //
 // Routing: a message goes to shard hash(topic) % N, so the events of one topic (one sensor)
-// stay in order and on one thread. Every function whose filter matches gets it.
+// stay in order and on one thread. Every function whose filter matches gets it. A trigger with
+// gateway filters keyed by a payload field (`key:`) is the exception: its messages go to shard
+// hash(function) % N, so that each key's filter state is in one place whatever the topic.
 //
 // Acknowledgement: on_message runs on the connection's network thread, and libmosquitto writes
 // the PUBACK of a QoS 1 message only after on_message returns (src/mqtt/mqtt_connection.h).
@@ -54,8 +56,10 @@ class MqttTriggers {
  private:
   MqttTriggers(const MqttConfig& config, NodeServices& services, std::vector<Shard*> shards);
   void OnMessage(const MqttMessage& message);
-  // Routes a message to its functions' shard; on the network thread, or before it starts.
-  void Dispatch(std::shared_ptr<const MqttDelivery> delivery);
+  // Routes a message to its functions' shards; on the network thread. `only`, when given,
+  // limits it to those functions (a journal entry replayed after a crash).
+  void Dispatch(std::shared_ptr<const MqttDelivery> delivery,
+                const std::vector<std::string>* only = nullptr);
 
   const MqttConfig config_;
   NodeServices& services_;

@@ -34,6 +34,8 @@ void Shard::Drain() {
   draining_ = true;
   listener_->Drain();
   if (archive_) archive_->Stop();  // its flush timer would keep the loop alive
+  filter_timer_.cancel();          // open windows are dropped (docs/decisions.md)
+  filter_timer_at_.reset();
   // A pending timer is work: the loop would never run dry with one armed.
   for (auto& [name, states] : timers_) {
     for (auto& state : states) {
@@ -139,7 +141,8 @@ void Shard::SyncCatalog() {
     }
   }
   for (const auto& [name, fn] : *snapshot) {
-    functions_.try_emplace(name, ShardFunction{fn, {}, 0});
+    auto [it, inserted] = functions_.try_emplace(name, ShardFunction{fn, {}, 0, {}});
+    if (inserted) BuildChains(it->second);
   }
   catalog_generation_ = generation;
 }
@@ -229,7 +232,8 @@ Result<Reply> Shard::RunFunction(ShardFunction& sf, const Event& event, bool* co
   return reply;
 }
 
-void Shard::DeliverMqtt(const std::string& function, const MqttDelivery& delivery) {
+void Shard::DeliverMqtt(const std::string& function, std::size_t trigger,
+                        const MqttDelivery& delivery) {
   ShardFunction* sf = FindFunction(function);
   if (sf == nullptr) return;  // deleted since the message was routed
   Event event;
@@ -273,9 +277,107 @@ void Shard::DeliverMqtt(const std::string& function, const MqttDelivery& deliver
                                  bad_payload);
     return;
   }
+  FilterChain* chain = trigger < sf->chains.size() ? sf->chains[trigger].get() : nullptr;
+  if (chain != nullptr) {
+    // Filters need a value: a payload that is neither JSON nor CBOR goes in as a number when it
+    // is one ("21.5"), else as its text; the function still sees the payload as it came.
+    const bool payload_is_json = decoded.has_value();
+    if (!decoded) decoded.emplace(PlainPayloadValue(delivery.payload));
+    chain->Push(delivery.topic, std::move(*decoded), delivery.received_at, filter_outputs_);
+    RunFilterOutputs(*sf, &delivery, payload_is_json);
+    ArmFilterTimer();
+    return;
+  }
   if (decoded) event.json = &*decoded;
   bool cold = false;
   (void)RunFunction(*sf, event, &cold);  // failures are counted and logged by RunFunction
+}
+
+void Shard::BuildChains(ShardFunction& sf) {
+  const auto& triggers = sf.fn->spec->mqtt_triggers;
+  sf.chains.resize(triggers.size());
+  for (std::size_t t = 0; t < triggers.size(); ++t) {
+    if (triggers[t].filters.empty() || !sf.fn->filter_metrics) continue;
+    FilterChainCounters counters{sf.fn->filter_metrics->TriggerStages(index_, t),
+                                 &sf.fn->filter_metrics->KeysEvicted(index_, t)};
+    auto chain = FilterChain::Create(triggers[t], counters);
+    if (!chain.ok()) {  // validated at deploy; a manifest from an older node could differ
+      sf.fn->log->Append(LogLevel::kError, fmt::format("mqtt trigger {} runs unfiltered: {}", t,
+                                                       chain.status().message()));
+      continue;
+    }
+    sf.chains[t] = std::move(*chain);
+  }
+}
+
+// Runs the function once per event in filter_outputs_. A message that passed unchanged is
+// shown as it came; a changed one or a window's batch as JSON text of the new value.
+void Shard::RunFilterOutputs(ShardFunction& sf, const MqttDelivery* delivery,
+                             bool payload_is_json) {
+  std::string body;
+  for (FilterOutput& output : filter_outputs_) {
+    Event event;
+    event.trigger = TriggerKind::kMqtt;
+    event.id = (static_cast<std::uint64_t>(index_) << 56) | ++next_event_seq_;
+    event.timestamp = output.time;
+    event.topic = output.Topic();
+    if (output.modified || delivery == nullptr) {
+      body = output.value.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+      event.content_type = "application/json";
+      event.body = body;
+      event.json = &output.value;
+    } else {
+      event.content_type = delivery->content_type;
+      event.body = delivery->payload;
+      event.json = payload_is_json ? &output.value : nullptr;
+    }
+    bool cold = false;
+    (void)RunFunction(sf, event, &cold);  // failures are counted and logged by RunFunction
+  }
+  filter_outputs_.clear();
+}
+
+void Shard::FlushFilters() {
+  SyncCatalog();
+  const FilterTime now = std::chrono::system_clock::now();
+  for (auto& [name, sf] : functions_) {
+    for (auto& chain : sf.chains) {
+      if (!chain) continue;
+      chain->Flush(now, filter_outputs_);
+      RunFilterOutputs(sf, nullptr, true);
+    }
+  }
+  ArmFilterTimer();
+}
+
+// One timer per shard, at the earliest end of an open time window of any chain. The deadlines
+// are wall-clock times (a message's receive time); the timer waits the distance to them.
+void Shard::ArmFilterTimer() {
+  if (draining_) return;
+  std::optional<FilterTime> earliest;
+  for (auto& [name, sf] : functions_) {
+    for (auto& chain : sf.chains) {
+      if (!chain) continue;
+      if (auto deadline = chain->NextDeadline(); deadline && (!earliest || *deadline < *earliest)) {
+        earliest = deadline;
+      }
+    }
+  }
+  if (earliest == filter_timer_at_) return;
+  filter_timer_at_ = earliest;
+  if (!earliest) {
+    filter_timer_.cancel();
+    return;
+  }
+  const auto wait = *earliest - std::chrono::system_clock::now();
+  filter_timer_.expires_after(
+      std::max(std::chrono::duration_cast<std::chrono::steady_clock::duration>(wait),
+               std::chrono::steady_clock::duration::zero()));
+  filter_timer_.async_wait([this](boost::system::error_code ec) {
+    if (ec == boost::asio::error::operation_aborted) return;  // re-armed or drained
+    filter_timer_at_.reset();
+    FlushFilters();
+  });
 }
 
 void Shard::Host::Log(LogLevel level, std::string_view message) {

@@ -21,6 +21,7 @@
 
 #include "archive/event_archive.h"
 #include "common/cron.h"
+#include "gateway/filter_chain.h"
 #include "http/request.h"
 #include "http/server.h"
 #include "metrics/metrics.h"
@@ -90,8 +91,10 @@ class Shard final : public HttpHandler {
   // unfinished. Shard thread only.
   void RunAsync(const AsyncCall& call);
 
-  // Runs `function` on an MQTT message; posted by the MQTT trigger. Shard thread only.
-  void DeliverMqtt(const std::string& function, const MqttDelivery& delivery);
+  // Runs `function` on an MQTT message that matched its mqtt trigger number `trigger`, through
+  // that trigger's filters if it has any; posted by the MQTT trigger. Shard thread only. Returns
+  // once the message is consumed: run, dropped by a filter or held in a window.
+  void DeliverMqtt(const std::string& function, std::size_t trigger, const MqttDelivery& delivery);
 
   // HttpHandler
   std::uint64_t BodyLimit(const HttpRequestHead& head) const override;
@@ -102,6 +105,9 @@ class Shard final : public HttpHandler {
     DeployedFunctionPtr fn;
     std::vector<InstancePtr> idle;
     int instances = 0;  // idle + busy
+    // Per mqtt trigger: its filter chain on this shard, null when it has no filters. Rebuilt
+    // with the entry when the function is redeployed.
+    std::vector<std::unique_ptr<FilterChain>> chains;
   };
 
   // The HostApi handlers see during a call; one per shard, bound to the function being run.
@@ -142,6 +148,12 @@ class Shard final : public HttpHandler {
   void SyncTimers();
   void ArmTimer(const std::shared_ptr<TimerState>& state);
   void FireTimer(const std::shared_ptr<TimerState>& state);
+
+  // Gateway filters: chains are built per function and trigger; one timer closes time windows.
+  void BuildChains(ShardFunction& sf);
+  void RunFilterOutputs(ShardFunction& sf, const MqttDelivery* delivery, bool payload_is_json);
+  void FlushFilters();
+  void ArmFilterTimer();
 
   ShardFunction* FindFunction(std::string_view name);
   void SyncCatalog();
@@ -187,6 +199,9 @@ class Shard final : public HttpHandler {
   std::vector<HeaderView> header_views_;  // reused per request to avoid an allocation
   std::unordered_map<std::string, std::vector<std::shared_ptr<TimerState>>> timers_;
   bool draining_ = false;
+  boost::asio::steady_timer filter_timer_{io_};
+  std::optional<FilterTime> filter_timer_at_;  // the deadline armed; nullopt: none
+  std::vector<FilterOutput> filter_outputs_;   // reused per message to avoid an allocation
 };
 
 }  // namespace wisp

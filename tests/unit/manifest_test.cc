@@ -4,6 +4,7 @@
 #include <fstream>
 #include <iterator>
 #include <string>
+#include <variant>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -241,19 +242,149 @@ TEST(ManifestTest, MqttTriggerMessages) {
   EXPECT_EQ(message.rfind("wisp.yaml: triggers[0].mqtt.qso: unknown key; did you mean 'qos'?", 0),
             0u)
       << message;
-  for (const char* key : {"filters", "format"}) {
-    message = ParseError(base + "{ topic: a, " + key + ": x }\n");
-    EXPECT_EQ(
-        message.rfind(std::string("wisp.yaml: triggers[0].mqtt.") + key + ": not supported yet", 0),
-        0u)
-        << message;
-  }
+  message = ParseError(base + "{ topic: a, format: x }\n");
+  EXPECT_EQ(message.rfind("wisp.yaml: triggers[0].mqtt.format: not supported yet", 0), 0u)
+      << message;
   message = ParseError(base + "{ topic: $share/g/a }\n");
   EXPECT_NE(message.find("group:"), std::string::npos) << message;
   EXPECT_EQ(ParseError(base + "\n"),
             "wisp.yaml: triggers[0].mqtt.topic: is required (e.g. mqtt: { topic: plant/+/pump })");
   EXPECT_NE(ParseError(base + "{ topic: \"a\\0b\" }\n").find("NUL"), std::string::npos);
   EXPECT_NE(ParseError(base + "{ topic: \"a\\x01b\" }\n").find("control"), std::string::npos);
+}
+
+TEST(ManifestTest, ParsesEveryFilter) {
+  std::vector<FunctionSpec> specs = ParseOk(R"yaml(
+name: a
+runtime: lua
+handler: h.lua
+triggers:
+  - mqtt:
+      topic: plant/+/pump/#
+      key: meta.pump
+      max_keys: 500
+      filters:
+        - range: { field: vibration, min: 0, max: 50, action: clamp }
+        - range: { field: vibration, max: 40 }
+        - deadband: { field: vibration, delta: 0.2 }
+        - ewma: { field: vibration, alpha: 0.3 }
+        - downsample: { every: 10 }
+        - downsample: { interval: 1s }
+        - rate_limit: { rate: 5/s, burst: 10 }
+        - rate_limit: { rate: 90/min }
+        - window: { count: 10 }
+        - window: { count: 10, slide: 5 }
+        - window: { duration: 10s }
+        - window: { duration: 10s, slide: 2s }
+  - mqtt: { topic: other }
+)yaml");
+  ASSERT_EQ(specs.size(), 1u);
+  ASSERT_EQ(specs[0].mqtt_triggers.size(), 2u);
+  const MqttTriggerSpec& t = specs[0].mqtt_triggers[0];
+  EXPECT_EQ(t.key, "meta.pump");
+  EXPECT_EQ(t.max_keys, 500u);
+  ASSERT_EQ(t.filters.size(), 12u);
+  std::vector<std::string> names;
+  for (const FilterSpec& f : t.filters) names.emplace_back(FilterName(f));
+  EXPECT_EQ(names, (std::vector<std::string>{"range", "range", "deadband", "ewma", "downsample",
+                                             "downsample", "rate_limit", "rate_limit", "window",
+                                             "window", "window", "window"}));
+  const auto& clamp = std::get<RangeFilterSpec>(t.filters[0]);
+  EXPECT_EQ(clamp.field, "vibration");
+  EXPECT_EQ(clamp.min, 0.0);
+  EXPECT_EQ(clamp.max, 50.0);
+  EXPECT_TRUE(clamp.clamp);
+  const auto& drop = std::get<RangeFilterSpec>(t.filters[1]);
+  EXPECT_FALSE(drop.min.has_value());
+  EXPECT_EQ(drop.max, 40.0);
+  EXPECT_FALSE(drop.clamp);  // drop is the default
+  EXPECT_EQ(std::get<DeadbandFilterSpec>(t.filters[2]).delta, 0.2);
+  EXPECT_EQ(std::get<EwmaFilterSpec>(t.filters[3]).alpha, 0.3);
+  EXPECT_EQ(std::get<DownsampleFilterSpec>(t.filters[4]).every, 10);
+  EXPECT_EQ(std::get<DownsampleFilterSpec>(t.filters[5]).interval, milliseconds(1000));
+  EXPECT_EQ(std::get<RateLimitFilterSpec>(t.filters[6]).per_second, 5.0);
+  EXPECT_EQ(std::get<RateLimitFilterSpec>(t.filters[6]).burst, 10.0);
+  EXPECT_EQ(std::get<RateLimitFilterSpec>(t.filters[7]).per_second, 1.5);
+  EXPECT_EQ(std::get<RateLimitFilterSpec>(t.filters[7]).burst, 2.0);  // default: ceil(rate/s)
+  const auto& w0 = std::get<WindowFilterSpec>(t.filters[8]);
+  EXPECT_EQ(w0.count, 10);
+  EXPECT_EQ(w0.count_slide, 10);  // tumbling
+  EXPECT_EQ(std::get<WindowFilterSpec>(t.filters[9]).count_slide, 5);
+  const auto& w2 = std::get<WindowFilterSpec>(t.filters[10]);
+  EXPECT_EQ(w2.duration, milliseconds(10000));
+  EXPECT_EQ(w2.slide, milliseconds(10000));
+  EXPECT_EQ(w2.count, 0);
+  EXPECT_EQ(std::get<WindowFilterSpec>(t.filters[11]).slide, milliseconds(2000));
+  // Defaults: keyed by topic, 10000 keys, no filters.
+  EXPECT_EQ(specs[0].mqtt_triggers[1].key, "");
+  EXPECT_EQ(specs[0].mqtt_triggers[1].max_keys, 10000u);
+  EXPECT_TRUE(specs[0].mqtt_triggers[1].filters.empty());
+}
+
+TEST(ManifestTest, FilterMessages) {
+  const std::string base =
+      "version: 1\nfunctions:\n  x:\n    runtime: lua\n    handler: h.lua\n    triggers:\n"
+      "      - mqtt:\n          topic: a\n          filters:\n"
+      "            - deadband: { delta: 1 }\n            - ewma: { alpha: 0.5 }\n            - ";
+  auto error = [&](const std::string& third) { return ParseError(base + third + "\n"); };
+  const std::string at = "wisp.yaml: functions.x.triggers[0].mqtt.filters[2]";
+  EXPECT_EQ(error("window: { count: 0 }"), at + ".window: count must be >= 1 and <= 10000");
+  EXPECT_EQ(error("window: { count: 10, slide: 11 }"),
+            at + ".window: slide must be >= 1 and <= count (10)");
+  EXPECT_EQ(error("window: { count: 10, duration: 1s }"),
+            at + ".window: give either count or duration (e.g. window: { count: 10 })");
+  EXPECT_EQ(error("window: { duration: 10s, slide: 3s }"),
+            at + ".window: duration (10s) must be a whole number of slides (3s)");
+  EXPECT_EQ(error("window: { duration: 10s, slide: 1ms }"),
+            at + ".window: duration (10s) must be at most 1000 slides (1ms each)");
+  EXPECT_EQ(error("window: { duration: 1s, slide: 2s }"),
+            at + ".window: slide must not be longer than duration (1s)");
+  EXPECT_EQ(error("window: { duration: 0s }"),
+            at + ".window.duration: '0s' is out of range (1ms..24h)");
+  EXPECT_EQ(error("deadband: { field: v, delta: -1 }"), at + ".deadband: delta must be > 0");
+  EXPECT_EQ(error("deadband: { field: v }"),
+            at + ".deadband: needs delta (e.g. deadband: { delta: 0.5 })");
+  EXPECT_EQ(error("deadband: { field: v, delta: lots }"),
+            at + ".deadband.delta: 'lots' is not a number");
+  EXPECT_EQ(error("deadband: { field: v, delta: .nan }"),
+            at + ".deadband.delta: '.nan' is not a number");
+  EXPECT_EQ(error("ewma: { alpha: 0 }"), at + ".ewma: alpha must be > 0 and <= 1");
+  EXPECT_EQ(error("range: { field: v }"), at + ".range: needs min, max or both");
+  EXPECT_EQ(error("range: { min: 5, max: 1 }"),
+            at + ".range: min (5) must not be greater than max (1)");
+  EXPECT_EQ(error("range: { max: 1, action: wrap }"),
+            at + ".range.action: 'wrap' is not an action (use drop or clamp)");
+  EXPECT_EQ(error("range: { field: a..b, max: 1 }"),
+            at + ".range.field: 'a..b' has an empty part between dots");
+  EXPECT_EQ(error("downsample: { every: 2, interval: 1s }"),
+            at + ".downsample: give either every or interval (e.g. downsample: { every: 10 })");
+  EXPECT_EQ(error("downsample: { every: 0 }"),
+            at + ".downsample: every must be >= 1 and <= 1000000");
+  EXPECT_EQ(error("rate_limit: { rate: 5 }"),
+            at +
+                ".rate_limit.rate: '5' is not a rate (a positive number of events per s, min or h, "
+                "e.g. 5/s or 300/min)");
+  EXPECT_EQ(
+      error("rate_limit: { rate: -1/s }").rfind(at + ".rate_limit.rate: '-1/s' is not a rate", 0),
+      0u);
+  EXPECT_EQ(error("rate_limit: { burst: 3 }"),
+            at + ".rate_limit: needs rate (e.g. rate_limit: { rate: 5/s })");
+  EXPECT_EQ(error("median: { n: 3 }"),
+            at + ": unknown filter 'median' (use range, deadband, ewma, downsample, rate_limit, "
+                 "window)");
+  EXPECT_EQ(error("window: 10"), at + ".window: expected a map of settings, found a value");
+  EXPECT_EQ(error("{ window: { count: 2 }, ewma: { alpha: 1 } }"),
+            at + ": expected one filter kind with its settings (e.g. - ewma: { alpha: 0.3 })");
+  std::string message = error("window: { cuont: 2 }");
+  EXPECT_EQ(message.rfind(at + ".window.cuont: unknown key; did you mean 'count'?", 0), 0u)
+      << message;
+  std::string many =
+      "name: a\nruntime: lua\nhandler: h.lua\ntriggers:\n  - mqtt:\n"
+      "      topic: a\n      filters:\n";
+  for (int i = 0; i < 17; ++i) many += "        - ewma: { alpha: 1 }\n";
+  EXPECT_EQ(ParseError(many),
+            "wisp.yaml: triggers[0].mqtt.filters: has 17 filters; at most 16 are "
+            "allowed");
 }
 
 // One good timer trigger per row: the parsed TimerTriggerSpec.
@@ -440,7 +571,11 @@ INSTANTIATE_TEST_SUITE_P(
         BadField{"triggers", "[{mqtt: {topic: a, group: ''}}]", "triggers[0].mqtt.group"},
         BadField{"triggers", "[{mqtt: {topic: a, group: Alerts}}]", "triggers[0].mqtt.group"},
         BadField{"triggers", "[{mqtt: {topic: a, qso: 1}}]", "triggers[0].mqtt.qso"},
-        BadField{"triggers", "[{mqtt: {topic: a, filters: []}}]", "triggers[0].mqtt.filters"},
+        BadField{"triggers", "[{mqtt: {topic: a, filters: x}}]", "triggers[0].mqtt.filters"},
+        BadField{"triggers", "[{mqtt: {topic: a, filters: [{ewma: {alpha: 2}}]}}]",
+                 "triggers[0].mqtt.filters[0].ewma"},
+        BadField{"triggers", "[{mqtt: {topic: a, key: ''}}]", "triggers[0].mqtt.key"},
+        BadField{"triggers", "[{mqtt: {topic: a, max_keys: 0}}]", "triggers[0].mqtt.max_keys"},
         BadField{"triggers", "[{mqtt: {topic: a, format: json}}]", "triggers[0].mqtt.format"},
         BadField{"triggers", "[{mqtt: {topic: a, topic: b}}]", "triggers[0].mqtt.topic"},
         BadField{"triggers", "[{timer: 5}]", "triggers[0].timer"},
