@@ -12,6 +12,7 @@
 
 #include "cli/client_config.h"
 #include "cli/commands.h"
+#include "cli/sim_command.h"
 #include "node/node.h"
 #include "node/node_flags.h"
 
@@ -104,6 +105,8 @@ int main(int argc, char** argv) {
   auto* health = app.add_subcommand("health", "Check that the node is up");
   add_output(health);
 
+  wisp::SimCommand sim(app);
+
   if (argc == 1) {
     std::cout << app.help();
     return 0;
@@ -120,6 +123,8 @@ int main(int argc, char** argv) {
     }
     return wisp::RunNode(*config);
   }
+
+  if (sim.parsed()) return sim.Run();
 
   if (token->parsed()) {
     std::string data_dir = inputs.data_flag.empty() ? wisp::DefaultDataDir() : inputs.data_flag;
