@@ -38,7 +38,8 @@ MQTT broker $broker (mosquitto, loopback only).
 \`wisp sim\` publishes 3 pumps, 1 feeder and 2 HVAC units on plant/line1/... (3 readings/s) and
 injects faults: pump p2's bearing wears from 20 s, feeder f1 sags at 30 s for 5 s, HVAC h1's
 compressor fails at 40 s. Lines starting "sim>" are the simulator's, "alert>" are the alerts the
-functions publish on plant/alerts/# (pump within a minute, feeder at 30 s, hvac after ~2 min).
+functions publish on plant/alerts/#: pump within a minute (then once a minute), feeder at 30 s
+and again when the sag clears, hvac after about two minutes.
 
 Try, from another terminal (adjust the address if you passed --listen):
 

@@ -50,7 +50,9 @@ function M.handle(event, ctx)
   local nominal = tonumber(ctx.env("NOMINAL_VOLTAGE")) or 230
   local tolerance = tonumber(ctx.env("VOLTAGE_TOLERANCE")) or 0.10
   local limit = tonumber(ctx.env("CURRENT_LIMIT")) or 400
-  local low, high = nominal * (1 - tolerance), nominal * (1 + tolerance)
+  -- Rounded to 0.1 V so that alerts say 253, not 253.00000000000003.
+  local low = math.floor(nominal * (1 - tolerance) * 10 + 0.5) / 10
+  local high = math.floor(nominal * (1 + tolerance) * 10 + 0.5) / 10
 
   local voltage = "normal"
   if reading.voltage < low then

@@ -318,8 +318,11 @@ int SimCommand::Run() {
     std::cerr << "error: " << plan.status().message() << "\n";
     return 2;
   }
+  // The first SIGINT/SIGTERM stops the run and flushes; a second one (SA_RESETHAND) ends the
+  // process at once, for when the broker has gone and the flush would wait.
   struct sigaction action = {};
   action.sa_handler = OnStopSignal;
+  action.sa_flags = SA_RESETHAND;
   sigemptyset(&action.sa_mask);
   sigaction(SIGINT, &action, nullptr);
   sigaction(SIGTERM, &action, nullptr);

@@ -217,6 +217,19 @@ TEST_F(SimTest, FeederWatchReportsChangesNotEveryReading) {
   EXPECT_NE(bad.body.find("'voltage' must be a number"), std::string::npos) << bad.body;
 }
 
+TEST_F(SimTest, PumpAlertRepeatsAnAlertOnlyAfterAWhile) {
+  for (int i = 0; i < 3; ++i) {
+    HttpResponse reply = Invoke("pump-alert", R"({"pump":"p9","vibration":9.5})");
+    EXPECT_EQ(json::parse(reply.body)["alert"], true) << "every reading above the limit says so";
+  }
+  // Emits leave through one connection in call order: once the next pump's alert is here, any
+  // second alert for p9 would have been too.
+  Invoke("pump-alert", R"({"pump":"p8","vibration":8.0})");
+  ASSERT_TRUE(inbox_.WaitFor(
+      [](const auto& ms) { return !AlertsWhere(ms, "plant/alerts/pump", "pump", "p8").empty(); }));
+  EXPECT_EQ(AlertsWhere(inbox_.Snapshot(), "plant/alerts/pump", "pump", "p9").size(), 1u);
+}
+
 TEST_F(SimTest, HvacWatchAlertsOnlyAfterTheHoldTime) {
   auto reading = [&](double ts, double temperature) {
     return json::parse(
@@ -252,6 +265,16 @@ TEST(SimCliTest, BadFlagsExitWithTwoAndSayWhy) {
   CommandResult rate = RunCli({"sim", "--rate", "lots"});
   EXPECT_EQ(rate.exit_code, 2);
   EXPECT_NE(rate.err.find("--rate"), std::string::npos) << rate.err;
+}
+
+TEST(SimCliTest, AnUnreachableBrokerIsAClearErrorNotAHang) {
+  Broker broker;
+  ASSERT_TRUE(broker.Start().ok()) << broker.Log();
+  const std::string url = broker.url();
+  broker.Stop();  // a port that was just free and now refuses connections
+  CommandResult sim = RunCli({"sim", "--broker", url, "--duration", "5s"});
+  EXPECT_EQ(sim.exit_code, 1);
+  EXPECT_NE(sim.err.find("cannot reach the MQTT broker at " + url), std::string::npos) << sim.err;
 }
 
 TEST(SimCliTest, OfflinePrintsReadingsWithoutABroker) {
