@@ -173,10 +173,9 @@ Result<SimPlan> PlanSim(const SimOptions& options, double start_epoch_s) {
     return InvalidArgument(fmt::format("--format must be json or cbor, not '{}'", options.format));
   }
   plan.cbor = options.format == "cbor";
-  if (!(options.speed > 0 && options.speed <= 1e6)) {
-    return InvalidArgument(
-        fmt::format("--speed {} must be above 0 and at most 1000000 (simulated seconds per second)",
-                    options.speed));
+  if (!(options.speed >= 0.001 && options.speed <= 1e6)) {
+    return InvalidArgument(fmt::format(
+        "--speed {} must be from 0.001 to 1000000 (simulated seconds per second)", options.speed));
   }
   plan.speed = options.speed;
   plan.print = options.print;
@@ -197,7 +196,9 @@ Result<SimPlan> PlanSim(const SimOptions& options, double start_epoch_s) {
 
 std::chrono::nanoseconds WallOffset(std::uint64_t tick, double rate_hz, double speed) {
   const double seconds = static_cast<double>(tick) / (rate_hz * speed);
-  return std::chrono::nanoseconds(static_cast<std::int64_t>(std::llround(seconds * 1e9)));
+  // About 292 years of nanoseconds fit; a schedule beyond that is "never" either way.
+  const double ns = std::min(seconds * 1e9, 9.2e18);
+  return std::chrono::nanoseconds(static_cast<std::int64_t>(std::llround(ns)));
 }
 
 std::string EncodePayload(const nlohmann::ordered_json& payload, bool cbor) {

@@ -426,6 +426,8 @@ TEST(SensorSimParseTest, TicksAndPacing) {
   EXPECT_EQ(WallOffset(10, 10, 10), milliseconds(100));
   EXPECT_EQ(WallOffset(1, 1.0 / 3, 1), milliseconds(3000));
   EXPECT_EQ(WallOffset(3600, 1, 3600), milliseconds(1000)) << "an hour a second";
+  EXPECT_GT(WallOffset(~0ULL, 1.0 / 3600, 0.001), std::chrono::hours(24 * 365 * 100))
+      << "saturates instead of overflowing";
 
   // The generator's clock follows the same grid.
   SimConfig config = SmallPlant();
@@ -481,6 +483,7 @@ TEST(SimCommandTest, PlanChecksEveryFlag) {
       {[](SimOptions& o) { o.qos = 2; }, "--qos must be 0 or 1"},
       {[](SimOptions& o) { o.format = "xml"; }, "json or cbor"},
       {[](SimOptions& o) { o.speed = 0; }, "--speed"},
+      {[](SimOptions& o) { o.speed = 1e-9; }, "from 0.001 to 1000000"},
       {[](SimOptions& o) { o.fault_rate = -1; }, "--fault-rate"},
       {[](SimOptions& o) { o.broker = "http://127.0.0.1:1883"; }, "--broker"},
       {[](SimOptions& o) { o.faults = {"pump:p7:bearing@1s"}; }, "no such device"},
