@@ -13,6 +13,7 @@
 #include "cli/client_config.h"
 #include "cli/commands.h"
 #include "cli/events_command.h"
+#include "cli/sim_command.h"
 #include "node/node.h"
 #include "node/node_flags.h"
 
@@ -106,6 +107,8 @@ int main(int argc, char** argv) {
   add_output(health);
   wisp::AddEventsCommand(app, inputs, timeout_s);
 
+  wisp::SimCommand sim(app);
+
   if (argc == 1) {
     std::cout << app.help();
     return 0;
@@ -122,6 +125,8 @@ int main(int argc, char** argv) {
     }
     return wisp::RunNode(*config);
   }
+
+  if (sim.parsed()) return sim.Run();
 
   if (token->parsed()) {
     std::string data_dir = inputs.data_flag.empty() ? wisp::DefaultDataDir() : inputs.data_flag;
