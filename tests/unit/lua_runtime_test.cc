@@ -576,6 +576,13 @@ TEST_F(LuaRuntimeTest, EmitIsRecorded) {
   EXPECT_TRUE(Contains(RunError("ctx.emit('t')").message(), "want a string or a table"));
 }
 
+TEST_F(LuaRuntimeTest, MissingStateKeyIsNil) {
+  EXPECT_EQ(Run("return tostring(tonumber(ctx.state:get('absent'))) .. ' ' .. "
+                "select('#', ctx.state:get('absent'))")
+                .body,
+            "nil 1");
+}
+
 TEST_F(LuaRuntimeTest, HttpPostQueuesOrRaises) {
   EXPECT_EQ(Run(R"(
     local a = ctx.http_post('http://allowed/a', { v = 1 })

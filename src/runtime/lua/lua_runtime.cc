@@ -1960,7 +1960,11 @@ class LuaInstance final : public Instance {
     std::string_view key = StateKey(L, "ctx.state:get");
     Result<std::optional<std::string>> value = host.State().Get(host.Namespace(), key);
     if (!value.ok()) return luaL_error(L, "ctx.state:get: %s", value.status().message().c_str());
-    if (!value->has_value()) return 0;
+    // nil, not nothing: tonumber(ctx.state:get(k)) must work for a missing key.
+    if (!value->has_value()) {
+      lua_pushnil(L);
+      return 1;
+    }
     lua_pushlstring(L, (*value)->data(), (*value)->size());
     return 1;
   }
