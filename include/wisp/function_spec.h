@@ -111,6 +111,10 @@ struct MqttTriggerSpec {
   std::string key;
   std::vector<FilterSpec> filters;  // run in this order; empty: every message runs the function
   std::size_t max_keys = 10000;     // keys with filter state per shard; the least recent go
+  // How payloads are decoded: "" (auto: CBOR by content type, JSON by content type or look),
+  // "json" or "cbor" (whatever the content type says; one that does not decode is a dead
+  // letter), or "raw" (never decoded: the handler gets the bytes).
+  std::string format;
 };
 
 // `- timer: { interval: 30s }` or `- timer: { schedule: "*/5 * * * *" }`: run the function

@@ -69,11 +69,9 @@ constexpr std::string_view kLimitsKeys[] = {"memory", "timeout"};
 constexpr std::string_view kConcurrencyKeys[] = {"max", "target"};
 constexpr std::string_view kScaleKeys[] = {"min", "max"};
 constexpr std::string_view kTriggerKinds[] = {"http", "mqtt", "timer"};
-constexpr std::string_view kMqttTriggerKeys[] = {"topic", "qos",     "group",
-                                                 "key",   "filters", "max_keys"};
-// Planned mqtt trigger settings, refused until they are built so that no manifest relies on
-// them being ignored.
-constexpr std::string_view kMqttReservedKeys[] = {"format"};
+constexpr std::string_view kMqttTriggerKeys[] = {"topic",   "qos",      "group", "key",
+                                                 "filters", "max_keys", "format"};
+constexpr std::string_view kPayloadFormats[] = {"auto", "json", "cbor", "raw"};
 constexpr std::string_view kFilterKinds[] = {"range",      "deadband",   "ewma",
                                              "downsample", "rate_limit", "window"};
 constexpr std::string_view kRangeKeys[] = {"field", "min", "max", "action"};
@@ -721,8 +719,14 @@ class ManifestParser {
               ASSIGN_OR_RETURN(mqtt.filters, ParseFilters(v, p));
               return Status::Ok();
             }
-            if (Contains(kMqttReservedKeys, k)) {
-              return Error(p, "not supported yet (reserved for a later version of wisp)");
+            if (k == "format") {
+              ASSIGN_OR_RETURN(std::string format, String(v, p));
+              if (!Contains(kPayloadFormats, format)) {
+                return Error(p, fmt::format("{} is not a payload format (auto, json, cbor or raw)",
+                                            Quote(format)));
+              }
+              mqtt.format = format == "auto" ? "" : format;
+              return Status::Ok();
             }
             return Error(p, UnknownKeyProblem(k, kMqttTriggerKeys));
           }));

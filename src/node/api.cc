@@ -173,21 +173,25 @@ void Shard::Handle(HttpRequest& request, HttpResponse& response) {
   }
 }
 
-void Shard::HandleInvoke(const Route& route, HttpRequest& request, HttpResponse& response) {
+Result<Shard::ShardFunction*> Shard::FunctionToInvoke(const Route& route,
+                                                      const HttpRequest& request) {
   ShardFunction* sf = FindFunction(route.name);
-  if (sf == nullptr) {
-    return SetErrorResponse(NoSuchFunction(route.name), response);
-  }
+  if (sf == nullptr) return NoSuchFunction(route.name);
   const FunctionSpec& spec = *sf->fn->spec;
   if (spec.auth == AuthMode::kToken && !Authorized(request[http::field::authorization])) {
-    return SetErrorResponse(Unauthenticated(fmt::format(
-                                "function '{}' needs 'Authorization: Bearer <token>'", spec.name)),
-                            response);
+    return Unauthenticated(
+        fmt::format("function '{}' needs 'Authorization: Bearer <token>'", spec.name));
   }
   if (services_.draining.load(std::memory_order_relaxed)) {
-    return SetErrorResponse(Unavailable("the node is shutting down; retry on another node"),
-                            response);
+    return Unavailable("the node is shutting down; retry on another node");
   }
+  return sf;
+}
+
+void Shard::HandleInvoke(const Route& route, HttpRequest& request, HttpResponse& response) {
+  auto found = FunctionToInvoke(route, request);
+  if (!found.ok()) return SetErrorResponse(found.status(), response);
+  ShardFunction* sf = *found;
 
   header_views_.clear();
   for (const auto& field : request) {
@@ -232,18 +236,9 @@ void Shard::HandleInvoke(const Route& route, HttpRequest& request, HttpResponse&
 }
 
 void Shard::HandleInvokeAsync(const Route& route, HttpRequest& request, HttpResponse& response) {
-  ShardFunction* sf = FindFunction(route.name);
-  if (sf == nullptr) return SetErrorResponse(NoSuchFunction(route.name), response);
-  const FunctionSpec& spec = *sf->fn->spec;
-  if (spec.auth == AuthMode::kToken && !Authorized(request[http::field::authorization])) {
-    return SetErrorResponse(Unauthenticated(fmt::format(
-                                "function '{}' needs 'Authorization: Bearer <token>'", spec.name)),
-                            response);
-  }
-  if (services_.draining.load(std::memory_order_relaxed)) {
-    return SetErrorResponse(Unavailable("the node is shutting down; retry on another node"),
-                            response);
-  }
+  auto found = FunctionToInvoke(route, request);
+  if (!found.ok()) return SetErrorResponse(found.status(), response);
+  const FunctionSpec& spec = *(*found)->fn->spec;
   if (services_.async_calls == nullptr) {
     return SetErrorResponse(Unavailable("async invocations are not available on this node"),
                             response);

@@ -232,6 +232,10 @@ Result<Reply> Shard::RunFunction(ShardFunction& sf, const Event& event, bool* co
   return reply;
 }
 
+namespace {
+const std::string kAutoFormat;
+}  // namespace
+
 void Shard::DeliverMqtt(const std::string& function, std::size_t trigger,
                         const MqttDelivery& delivery) {
   ShardFunction* sf = FindFunction(function);
@@ -244,18 +248,25 @@ void Shard::DeliverMqtt(const std::string& function, std::size_t trigger,
   event.content_type = delivery.content_type;
   event.body = delivery.payload;
 
-  // Payloads are decoded once here: JSON by content type or by its look, CBOR by content type.
-  // One that does not decode is a dead letter: recorded with its reason, never run.
+  // Payloads are decoded once here: by the trigger's `format`, else JSON by content type or by
+  // its look and CBOR by content type. One that does not decode is a dead letter: recorded
+  // with its reason, never run.
   std::optional<nlohmann::json> decoded;
   Status bad_payload;
-  if (delivery.content_type.starts_with("application/cbor")) {
+  const std::string& format = trigger < sf->fn->spec->mqtt_triggers.size()
+                                  ? sf->fn->spec->mqtt_triggers[trigger].format
+                                  : kAutoFormat;
+  if (format == "raw") {
+    // the handler gets the bytes as they came
+  } else if (format == "cbor" ||
+             (format.empty() && delivery.content_type.starts_with("application/cbor"))) {
     auto value = nlohmann::json::from_cbor(delivery.payload, /*strict=*/true,
                                            /*allow_exceptions=*/false);
     if (value.is_discarded())
       bad_payload = InvalidArgument("payload is not valid CBOR");
     else
       decoded.emplace(std::move(value));
-  } else if (IsJsonContentType(delivery.content_type) ||
+  } else if (format == "json" || IsJsonContentType(delivery.content_type) ||
              (delivery.content_type.empty() && LooksLikeJson(delivery.payload))) {
     auto parsed = DecodeJsonBody(delivery.payload);
     if (parsed.ok())

@@ -166,6 +166,9 @@ class Shard final : public HttpHandler {
   void CountFailure(ShardFunction& sf, const Event& event, const Status& status);
 
   bool Authorized(std::string_view authorization) const;  // constant-time token check
+  // The function a request invokes, once it exists, the caller may call it and the node is
+  // not draining; else the error to answer with.
+  Result<ShardFunction*> FunctionToInvoke(const Route& route, const HttpRequest& request);
   void HandleInvoke(const Route& route, HttpRequest& request, HttpResponse& response);
   void HandleInvokeAsync(const Route& route, HttpRequest& request, HttpResponse& response);
   void HandleCall(const Route& route, HttpRequest& request, HttpResponse& response);

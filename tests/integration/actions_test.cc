@@ -155,15 +155,8 @@ TEST_F(ActionsTest, HttpPostOutsideTheAllowlistIsAClearError) {
 
 TEST_F(ActionsTest, AsyncInvokeDeliversToCallbackReplyTopicAndById) {
   Inbox inbox;
-  MqttOptions options;
-  options.url = broker_.url();
-  options.client_id = "actions-test";
-  options.clean_start = true;
-  auto client = MqttConnection::Create(options, inbox.Handler());
-  ASSERT_TRUE(client.ok());
-  ASSERT_TRUE((*client)->Subscribe("replies/#", 1).ok());
-  ASSERT_TRUE((*client)->Start().ok());
-  ASSERT_TRUE(WaitUntil([&] { return (*client)->connected(); }));
+  auto client = ConnectTestClient(broker_.url(), "actions-test", inbox, {"replies/#"});
+  ASSERT_TRUE(client.ok()) << client.status().ToString();
 
   HttpHeaders headers = kJson;
   headers.emplace_back("X-Callback-Url", sink_.base() + "/hooks/done");

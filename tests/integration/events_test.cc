@@ -47,16 +47,9 @@ class EventsTest : public ::testing::Test {
     CommandResult deployed = Cli({"deploy", tmp_.path() + "/fn"});
     ASSERT_EQ(deployed.exit_code, 0) << deployed.err;
 
-    MqttOptions options;
-    options.url = broker_.url();
-    options.client_id = "events-test";
-    options.clean_start = true;
-    auto client = MqttConnection::Create(options, inbox_.Handler());
+    auto client = ConnectTestClient(broker_.url(), "events-test", inbox_, {"alerts/#"});
     ASSERT_TRUE(client.ok()) << client.status().ToString();
     client_ = std::move(*client);
-    ASSERT_TRUE(client_->Subscribe("alerts/#", 1).ok());
-    ASSERT_TRUE(client_->Start().ok());
-    ASSERT_TRUE(WaitUntil([&] { return client_->connected(); }));
     ASSERT_TRUE(WaitUntil(
         [&] {
           (void)client_->Publish("plant/x/pump/0", R"({"ping":1})", 1, false);

@@ -62,17 +62,9 @@ class MqttFilterTest : public ::testing::Test {
         RunCli({"deploy", tmp_.path() + "/fn"}, {{"WISP_HOME", tmp_.path() + "/data"}});
     ASSERT_EQ(deployed.exit_code, 0) << deployed.err;
 
-    MqttOptions options;
-    options.url = broker_.url();
-    options.client_id = "filter-test-client";
-    options.clean_start = true;
-    auto client = MqttConnection::Create(options, inbox_.Handler());
+    auto client = ConnectTestClient(broker_.url(), "filter-test-client", inbox_, {"out/#", "pong"});
     ASSERT_TRUE(client.ok()) << client.status().ToString();
     client_ = std::move(*client);
-    ASSERT_TRUE(client_->Subscribe("out/#", 1).ok());
-    ASSERT_TRUE(client_->Subscribe("pong", 1).ok());
-    ASSERT_TRUE(client_->Start().ok());
-    ASSERT_TRUE(WaitUntil([&] { return client_->connected(); }));
     ASSERT_TRUE(WaitUntil(
         [&] {
           (void)client_->Publish("zz/ping", "1", 1, false);

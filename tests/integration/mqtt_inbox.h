@@ -4,6 +4,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -74,6 +75,25 @@ inline bool WaitUntil(const std::function<bool()>& pred, seconds timeout = secon
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
   return pred();
+}
+
+// A clean-session test client of the broker at `url`, subscribed to `filters` (QoS 1), whose
+// messages go to `inbox`, started and connected; an error says which step failed.
+inline Result<std::unique_ptr<MqttConnection>> ConnectTestClient(
+    const std::string& url, const std::string& client_id, Inbox& inbox,
+    const std::vector<std::string>& filters) {
+  MqttOptions options;
+  options.url = url;
+  options.client_id = client_id;
+  options.clean_start = true;
+  ASSIGN_OR_RETURN(std::unique_ptr<MqttConnection> client,
+                   MqttConnection::Create(options, inbox.Handler()));
+  for (const std::string& filter : filters) RETURN_IF_ERROR(client->Subscribe(filter, 1));
+  RETURN_IF_ERROR(client->Start());
+  if (!WaitUntil([&] { return client->connected(); })) {
+    return Unavailable("test client: no connection to " + url);
+  }
+  return client;
 }
 
 }  // namespace wisp::testing

@@ -46,16 +46,9 @@ class MqttTriggerTest : public ::testing::Test {
         RunCli({"deploy", tmp_.path() + "/fn"}, {{"WISP_HOME", tmp_.path() + "/data"}});
     ASSERT_EQ(deployed.exit_code, 0) << deployed.err;
 
-    MqttOptions options;
-    options.url = broker_.url();
-    options.client_id = "test-client";
-    options.clean_start = true;
-    auto client = MqttConnection::Create(options, inbox_.Handler());
+    auto client = ConnectTestClient(broker_.url(), "test-client", inbox_, {"alerts/#"});
     ASSERT_TRUE(client.ok()) << client.status().ToString();
     client_ = std::move(*client);
-    ASSERT_TRUE(client_->Subscribe("alerts/#", 1).ok());
-    ASSERT_TRUE(client_->Start().ok());
-    ASSERT_TRUE(WaitUntil([&] { return client_->connected(); }));
     // The node subscribes in the background: ping until the function answers.
     ASSERT_TRUE(WaitUntil(
         [&] {
@@ -135,6 +128,45 @@ TEST_F(MqttTriggerTest, MalformedPayloadsGoToTheDeadLetterRecord) {
   ASSERT_TRUE(client_->Publish("plant/c/pump/3", R"({"vibration": 9})", 1, false).ok());
   EXPECT_TRUE(inbox_.WaitForTopic("alerts/plant/c/pump/3"));
   EXPECT_NE(metrics->body.find("trigger=\"mqtt\",status=\"success\""), std::string::npos);
+}
+
+// A trigger's `format` overrides what the content type (or its absence) says.
+TEST_F(MqttTriggerTest, TriggerFormatChoosesTheDecoding) {
+  tmp_.Write("fmt/wisp.yaml", R"(version: 1
+functions:
+  as-cbor:
+    runtime: lua
+    handler: handler.lua
+    triggers:
+      - mqtt: { topic: "fmt/cbor", qos: 1, format: cbor }
+  as-raw:
+    runtime: lua
+    handler: handler.lua
+    triggers:
+      - mqtt: { topic: "fmt/raw", qos: 1, format: raw }
+)");
+  tmp_.Write("fmt/handler.lua", R"(return { handle = function(event, ctx)
+  local v = event.json and event.json.v or "none"
+  ctx.emit("alerts/" .. event.topic, { v = v, body = #event.body })
+end })");
+  CommandResult deployed =
+      RunCli({"deploy", tmp_.path() + "/fmt"}, {{"WISP_HOME", tmp_.path() + "/data"}});
+  ASSERT_EQ(deployed.exit_code, 0) << deployed.err;
+  const std::vector<std::uint8_t> cbor = json::to_cbor(json{{"v", 7}});
+  // No content type: auto would not decode these bytes; format: cbor does.
+  ASSERT_TRUE(WaitUntil([&] {
+    (void)client_->Publish("fmt/cbor", std::string(cbor.begin(), cbor.end()), 1, false);
+    return inbox_.WaitForTopic("alerts/fmt/cbor", seconds(1));
+  }));
+  EXPECT_EQ(json::parse(inbox_.On("alerts/fmt/cbor").front().payload)["v"], 7);
+  // JSON-looking bytes stay bytes with format: raw.
+  ASSERT_TRUE(WaitUntil([&] {
+    (void)client_->Publish("fmt/raw", R"({"v": 9})", 1, false, "application/json");
+    return inbox_.WaitForTopic("alerts/fmt/raw", seconds(1));
+  }));
+  json raw = json::parse(inbox_.On("alerts/fmt/raw").front().payload);
+  EXPECT_EQ(raw["v"], "none");
+  EXPECT_EQ(raw["body"], 8);
 }
 
 // The node keeps one persistent session (its client id is stable across restarts), and a QoS 1

@@ -45,16 +45,9 @@ class SimTest : public ::testing::Test {
                                    "--deploy", examples + "hvac-watch"});
     ASSERT_TRUE(started.ok()) << started.ToString();
 
-    MqttOptions options;
-    options.url = broker_.url();
-    options.client_id = "sim-test-client";
-    options.clean_start = true;
-    auto client = MqttConnection::Create(options, inbox_.Handler());
+    auto client = ConnectTestClient(broker_.url(), "sim-test-client", inbox_, {"plant/#"});
     ASSERT_TRUE(client.ok()) << client.status().ToString();
     client_ = std::move(*client);
-    ASSERT_TRUE(client_->Subscribe("plant/#", 1).ok());
-    ASSERT_TRUE(client_->Start().ok());
-    ASSERT_TRUE(WaitUntil([&] { return client_->connected(); }));
     // The node subscribes in the background: send a reading pump-alert must answer until it does.
     ASSERT_TRUE(WaitUntil(
         [&] {

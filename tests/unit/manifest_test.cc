@@ -242,9 +242,16 @@ TEST(ManifestTest, MqttTriggerMessages) {
   EXPECT_EQ(message.rfind("wisp.yaml: triggers[0].mqtt.qso: unknown key; did you mean 'qos'?", 0),
             0u)
       << message;
-  message = ParseError(base + "{ topic: a, format: x }\n");
-  EXPECT_EQ(message.rfind("wisp.yaml: triggers[0].mqtt.format: not supported yet", 0), 0u)
+  message = ParseError(base + "{ topic: a, format: xml }\n");
+  EXPECT_EQ(message.rfind("wisp.yaml: triggers[0].mqtt.format: 'xml' is not a payload format", 0),
+            0u)
       << message;
+  for (const char* format : {"auto", "json", "cbor", "raw"}) {
+    auto parsed = ParseManifest(base + "{ topic: a, format: " + format + " }\n");
+    ASSERT_TRUE(parsed.ok()) << parsed.status().ToString();
+    EXPECT_EQ(parsed->front().mqtt_triggers.front().format,
+              std::string(format) == "auto" ? "" : format);
+  }
   message = ParseError(base + "{ topic: $share/g/a }\n");
   EXPECT_NE(message.find("group:"), std::string::npos) << message;
   EXPECT_EQ(ParseError(base + "\n"),
@@ -576,7 +583,7 @@ INSTANTIATE_TEST_SUITE_P(
                  "triggers[0].mqtt.filters[0].ewma"},
         BadField{"triggers", "[{mqtt: {topic: a, key: ''}}]", "triggers[0].mqtt.key"},
         BadField{"triggers", "[{mqtt: {topic: a, max_keys: 0}}]", "triggers[0].mqtt.max_keys"},
-        BadField{"triggers", "[{mqtt: {topic: a, format: json}}]", "triggers[0].mqtt.format"},
+        BadField{"triggers", "[{mqtt: {topic: a, format: yaml}}]", "triggers[0].mqtt.format"},
         BadField{"triggers", "[{mqtt: {topic: a, topic: b}}]", "triggers[0].mqtt.topic"},
         BadField{"triggers", "[{timer: 5}]", "triggers[0].timer"},
         BadField{"triggers", "[{timer: [30s]}]", "triggers[0].timer"},
