@@ -420,11 +420,16 @@ void MqttConnection::OnConnect(mosquitto*, void* obj, int rc, int flags,
     // and any the broker dropped.
     for (const auto& [filter, qos] : self->subscriptions_) self->SubscribeLocked(filter, qos);
   }
+  // While connected, libmosquitto's log would format two lines per message (malloc and
+  // vsnprintf on the network thread) only for us to drop them; errors that matter arrive as
+  // disconnects, after which OnDisconnect turns the log back on.
+  if (!spdlog::should_log(spdlog::level::debug)) mosquitto_log_callback_set(self->mosq_, nullptr);
   if (self->on_connected_) self->on_connected_();  // outside mu_: it may Publish
 }
 
 void MqttConnection::OnDisconnect(mosquitto*, void* obj, int rc, const mosquitto_property*) {
   auto* self = static_cast<MqttConnection*>(obj);
+  mosquitto_log_callback_set(self->mosq_, &MqttConnection::OnLog);  // off while connected
   // rc is a libmosquitto error for a network failure, or the reason code of the broker's
   // DISCONNECT (0x80 and up, e.g. "session taken over").
   const std::string reason = rc >= 0x80 ? ReasonText(rc) : MosqError(rc);

@@ -124,8 +124,8 @@ bool DecodeJournalEntry(std::string_view bytes, std::size_t offset, std::uint64_
   *seq = Get<std::uint64_t>(b);
   delivery.qos = static_cast<unsigned char>(b[8]);
   delivery.retain = b[9] != 0;
-  delivery.received_at = std::chrono::system_clock::time_point(
-      std::chrono::microseconds(Get<std::int64_t>(b + 10)));
+  delivery.received_at =
+      std::chrono::system_clock::time_point(std::chrono::microseconds(Get<std::int64_t>(b + 10)));
   std::size_t at = kFixedBodyBytes;
   delivery.topic.assign(body.substr(at, topic));
   at += topic;
@@ -157,6 +157,8 @@ struct MqttJournal::ShardFiles {
   std::vector<Closed> closed;  // network thread only
   int done_fd = -1;
   std::atomic<std::uint64_t> done{0};
+  std::uint64_t done_written = 0;  // shard thread only
+  bool flush_pending = false;      // shard thread only
 
   ~ShardFiles() {
     if (fd >= 0) ::close(fd);
@@ -167,7 +169,11 @@ struct MqttJournal::ShardFiles {
 MqttJournal::MqttJournal(std::string dir, bool sync, std::uint64_t segment_bytes)
     : dir_(std::move(dir)), sync_(sync), segment_bytes_(segment_bytes) {}
 
-MqttJournal::~MqttJournal() = default;
+MqttJournal::~MqttJournal() {
+  // The shards have stopped: what they marked done and did not flush yet is flushed now, so a
+  // clean stop replays nothing.
+  for (std::size_t k = 0; k < shards_.size(); ++k) FlushDone(static_cast<int>(k));
+}
 
 Result<std::unique_ptr<MqttJournal>> MqttJournal::Open(const std::string& dir, int shards,
                                                        bool sync, std::uint64_t segment_bytes) {
@@ -301,16 +307,28 @@ Result<std::uint64_t> MqttJournal::Append(int shard, const MqttDelivery& deliver
   return seq;
 }
 
-void MqttJournal::MarkDone(int shard, std::uint64_t seq) {
+bool MqttJournal::MarkDone(int shard, std::uint64_t seq) {
   ShardFiles& files = *shards_[static_cast<std::size_t>(shard)];
   files.done.store(seq, std::memory_order_release);
+  backlog_.fetch_sub(1, std::memory_order_relaxed);
+  const bool first = !files.flush_pending;
+  files.flush_pending = true;
+  return first;
+}
+
+void MqttJournal::FlushDone(int shard) {
+  ShardFiles& files = *shards_[static_cast<std::size_t>(shard)];
+  files.flush_pending = false;
+  const std::uint64_t seq = files.done.load(std::memory_order_acquire);
+  if (seq == files.done_written) return;
   char bytes[8];
   for (std::size_t i = 0; i < 8; ++i) bytes[i] = static_cast<char>(seq >> (8 * i));
   if (::pwrite(files.done_fd, bytes, sizeof(bytes), 0) != 8) {
-    // The entry would only run again after a restart: at least once still holds.
+    // The entries would only run again after a restart: at least once still holds.
     spdlog::warn("mqtt journal: cannot mark {} done: {}", seq, std::strerror(errno));
+    return;
   }
-  backlog_.fetch_sub(1, std::memory_order_relaxed);
+  files.done_written = seq;
 }
 
 }  // namespace wisp

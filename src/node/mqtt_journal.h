@@ -14,12 +14,13 @@
 // at the cost of a disk flush per message.
 //
 // Layout: <dir>/shard-<k>/<first seq>.jnl segments, one appender (the network thread) and one
-// "done" mark per shard (<dir>/shard-<k>/done, an 8-byte sequence number rewritten in place).
+// "done" mark per shard (<dir>/shard-<k>/done, an 8-byte sequence number rewritten in place,
+// batched while the shard is busy).
 // Shard k's messages are done in the order they were appended, so one number says what is
 // done. A segment is deleted once everything in it is done.
 //
-// Threads: Append and Recover on the network thread (or before it starts); MarkDone(k) on
-// shard k's thread only.
+// Threads: Append and Recover on the network thread (or before it starts); MarkDone(k) and
+// FlushDone(k) on shard k's thread only; the destructor after the shards stopped.
 #pragma once
 
 #include <atomic>
@@ -68,8 +69,13 @@ class MqttJournal {
   Result<std::uint64_t> Append(int shard, const MqttDelivery& delivery,
                                const std::vector<std::string>& functions);
 
-  // Shard `shard` has run every message of its own up to `seq`.
-  void MarkDone(int shard, std::uint64_t seq);
+  // Shard `shard` has run every message of its own up to `seq`. The mark reaches the disk at
+  // FlushDone; true when this is the first mark since the last flush, so the caller schedules
+  // one (the shard posts it to its own loop: it runs once the shard has caught up, so a busy
+  // shard writes one mark per batch and an idle one at once). A crash before the flush replays
+  // those messages: at least once still holds.
+  bool MarkDone(int shard, std::uint64_t seq);
+  void FlushDone(int shard);
 
   // Appended and not yet done, over all shards.
   std::int64_t backlog() const { return backlog_.load(std::memory_order_relaxed); }

@@ -227,7 +227,10 @@ void MqttTriggers::Dispatch(std::shared_ptr<const MqttDelivery> delivery,
                         delivery, pending, group_left, seq, shard_index, journal = journal_.get()] {
             shard->DeliverMqtt(function, trigger, *delivery);
             pending->Done();
-            if (group_left->fetch_sub(1) == 1 && seq != 0) journal->MarkDone(shard_index, seq);
+            if (group_left->fetch_sub(1) == 1 && seq != 0 && journal->MarkDone(shard_index, seq)) {
+              boost::asio::post(shard->io(),
+                                [journal, shard_index] { journal->FlushDone(shard_index); });
+            }
           });
     }
     begin = end;

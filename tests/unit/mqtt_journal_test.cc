@@ -96,8 +96,10 @@ TEST_F(MqttJournalTest, UnfinishedMessagesComeBackAfterARestart) {
     ASSERT_TRUE(a.ok() && b.ok() && c.ok() && d.ok());
     EXPECT_LT(*a, *b);
     EXPECT_EQ((*journal)->backlog(), 4);
-    (*journal)->MarkDone(0, *a);  // shard 0 ran "a"; shard 1 ran "b"
-    (*journal)->MarkDone(1, *b);
+    EXPECT_TRUE((*journal)->MarkDone(0, *a));  // shard 0 ran "a"; shard 1 ran "b"
+    (*journal)->FlushDone(0);
+    EXPECT_TRUE((*journal)->MarkDone(1, *b));
+    (*journal)->FlushDone(1);
     EXPECT_EQ((*journal)->backlog(), 2);
   }  // the node dies here: "c" and "d" were acknowledged and never ran
   std::vector<JournalEntry> again;
@@ -133,8 +135,10 @@ TEST_F(MqttJournalTest, DoneSegmentsAreDeletedAndFewerShardsStillRecoverAll) {
       last = *seq;
     }
     EXPECT_EQ(SegmentCount(), 10u);
-    (*journal)->MarkDone(0, last);
-    ASSERT_TRUE((*journal)->Append(0, Reading("y", "after"), {"f"}).ok());  // rolls, deletes done ones
+    EXPECT_TRUE((*journal)->MarkDone(0, last));
+    EXPECT_FALSE((*journal)->MarkDone(0, last)) << "a flush is already due";
+    ASSERT_TRUE(
+        (*journal)->Append(0, Reading("y", "after"), {"f"}).ok());  // rolls, deletes done ones
     EXPECT_EQ(SegmentCount(), 1u);
     ASSERT_TRUE((*journal)->Append(2, Reading("z", "on shard 2"), {"f"}).ok());
   }
