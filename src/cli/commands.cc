@@ -5,6 +5,7 @@
 #include <fstream>
 #include <iostream>
 #include <sstream>
+#include <thread>
 
 #include <nlohmann/json.hpp>
 
@@ -478,9 +479,25 @@ Status RunInvoke(const NodeClient& client, const InvokeOptions& options, std::os
     defaulted_json = true;
   }
 
-  ASSIGN_OR_RETURN(HttpResponse reply,
-                   client.Send(options.method, FunctionPath(options.name) + "/invoke", body,
-                               std::move(headers)));
+  if (options.async) {
+    if (!options.callback_url.empty()) headers.emplace_back("X-Callback-Url", options.callback_url);
+    if (!options.reply_topic.empty()) headers.emplace_back("X-Reply-Topic", options.reply_topic);
+  } else if (!options.callback_url.empty() || !options.reply_topic.empty()) {
+    return InvalidArgument("--callback-url and --reply-topic go with --async");
+  }
+  ASSIGN_OR_RETURN(
+      HttpResponse reply,
+      client.Send(options.async ? "POST" : options.method,
+                  FunctionPath(options.name) + (options.async ? "/invoke-async" : "/invoke"), body,
+                  std::move(headers)));
+  if (options.async && reply.status == 202) {
+    const json accepted = json::parse(reply.body, nullptr, /*allow_exceptions=*/false);
+    if (!accepted.is_object() || !accepted.contains("id") || !accepted["id"].is_string()) {
+      return IoError("the node accepted the call but sent no id: " + reply.body.substr(0, 200));
+    }
+    out << accepted["id"].get<std::string>() << "\n";
+    return Status::Ok();
+  }
   if (reply.status < 400) {
     WriteBody(reply.body, out, out_is_terminal);
     return Status::Ok();
@@ -520,6 +537,47 @@ Status RunRemove(const NodeClient& client, std::string_view name, std::ostream& 
   ASSIGN_OR_RETURN(HttpResponse reply, client.Send("DELETE", FunctionPath(name)));
   RETURN_IF_ERROR(CheckReply(client, reply, name));
   out << "removed " << name << "\n" << std::flush;
+  return Status::Ok();
+}
+
+Status RunCall(const NodeClient& client, const std::string& id, bool wait, OutputFormat format,
+               std::ostream& out) {
+  if (id.empty() || id.find_first_of("/?#") != std::string::npos) {
+    return InvalidArgument("'" + id + "' is not a call id (`wisp invoke --async` prints one)");
+  }
+  HttpResponse reply;
+  json call;
+  for (;;) {
+    ASSIGN_OR_RETURN(reply, client.Send("GET", "/v1/calls/" + id));
+    RETURN_IF_ERROR(CheckReply(client, reply, ""));
+    call = json::parse(reply.body, nullptr, /*allow_exceptions=*/false);
+    if (!call.is_object()) return IoError("not a call record: " + reply.body.substr(0, 200));
+    if (!wait || call.value("state", "") != "queued") break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  }
+  if (format == OutputFormat::kJson) {
+    WriteBody(reply.body, out, /*out_is_terminal=*/true);
+    return Status::Ok();
+  }
+  const std::string state = call.value("state", "");
+  if (state == "queued") {
+    out << "queued (accepted " << call.value("accepted_at", "") << ")\n";
+    return Status::Ok();
+  }
+  if (state == "failed") {
+    const json& error = call.contains("error") ? call["error"] : json::object();
+    return Status(StatusCode::kFunctionError,
+                  "the call failed: " + error.value("kind", std::string("?")) + ": " +
+                      error.value("message", std::string()));
+  }
+  const json& result = call.contains("result") ? call["result"] : json::object();
+  if (result.contains("body") && result["body"].is_string()) {
+    WriteBody(result["body"].get<std::string>(), out, /*out_is_terminal=*/true);
+  } else if (result.contains("body_base64")) {
+    out << "(binary body, base64) " << result["body_base64"].get<std::string>() << "\n";
+  }
+  const int status = result.value("status", 0);
+  if (status >= 400) return FunctionError("the function answered HTTP " + std::to_string(status));
   return Status::Ok();
 }
 

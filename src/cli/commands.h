@@ -75,6 +75,9 @@ struct InvokeOptions {
   std::string method = "POST";
   std::vector<std::string> headers;  // -H "Name: value"
   bool read_stdin = false;           // no --data and stdin is not a terminal
+  bool async = false;                // --async: invoke-async, print the call id
+  std::string callback_url;          // --callback-url (with --async)
+  std::string reply_topic;           // --reply-topic (with --async)
 };
 
 // Each returns the process exit code's reason: OK, or what to print on stderr.
@@ -83,12 +86,17 @@ Status RunList(const NodeClient& client, OutputFormat format, bool names_only, s
 Status RunDescribe(const NodeClient& client, std::string_view name, OutputFormat format,
                    std::ostream& out);
 // Writes the reply body to `out` unless it is the node's error shape; any status >= 400 is an
-// error, also one the function chose, so scripts can rely on the exit code.
+// error, also one the function chose, so scripts can rely on the exit code. With `async`, the
+// call is queued (POST .../invoke-async) and its id is written instead.
 Status RunInvoke(const NodeClient& client, const InvokeOptions& options, std::ostream& out,
                  bool out_is_terminal);
 Status RunLogs(const NodeClient& client, std::string_view name, int tail, OutputFormat format,
                std::ostream& out);
 Status RunRemove(const NodeClient& client, std::string_view name, std::ostream& out);
+// An async call's result: its reply body (exit 0 below HTTP 400), "queued", or the error; with
+// `wait`, polls until the call has run.
+Status RunCall(const NodeClient& client, const std::string& id, bool wait, OutputFormat format,
+               std::ostream& out);
 Status RunHealth(const NodeClient& client, OutputFormat format, std::ostream& out);
 Status RunToken(const std::string& data_dir, std::ostream& out);
 

@@ -90,6 +90,13 @@ int main(int argc, char** argv) {
                      "Content-Type (default application/json when there is a body)");
   invoke->add_option("-X,--method", invoke_options.method, "HTTP method")->capture_default_str();
   invoke->add_option("-H,--header", invoke_options.headers, "Extra header 'Name: value'");
+  invoke->add_flag("--async", invoke_options.async,
+                   "Queue the call (invoke-async) and print its id; fetch the result with "
+                   "`wisp call ID`");
+  invoke->add_option("--callback-url", invoke_options.callback_url,
+                     "With --async: POST the result there (must be in actions.http_allow)");
+  invoke->add_option("--reply-topic", invoke_options.reply_topic,
+                     "With --async: publish the result to this MQTT topic");
 
   auto* logs = app.add_subcommand("logs", "Print a function's recent log lines");
   int tail = 100;
@@ -101,6 +108,13 @@ int main(int argc, char** argv) {
 
   auto* rm = app.add_subcommand("rm", "Remove a function and its state");
   rm->add_option("name", name, "Function name")->required();
+
+  auto* call = app.add_subcommand("call", "Show an async call's result (`wisp invoke --async`)");
+  std::string call_id;
+  bool call_wait = false;
+  call->add_option("id", call_id, "Call id")->required();
+  call->add_flag("-w,--wait", call_wait, "Wait until the call has run");
+  add_output(call);
 
   auto* token = app.add_subcommand("token", "Print the local node's token");
   auto* health = app.add_subcommand("health", "Check that the node is up");
@@ -157,6 +171,8 @@ int main(int argc, char** argv) {
     status = wisp::RunLogs(client, name, tail, format, std::cout);
   } else if (rm->parsed()) {
     status = wisp::RunRemove(client, name, std::cout);
+  } else if (call->parsed()) {
+    status = wisp::RunCall(client, call_id, call_wait, format, std::cout);
   } else if (health->parsed()) {
     status = wisp::RunHealth(client, format, std::cout);
   }

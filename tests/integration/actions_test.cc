@@ -200,6 +200,27 @@ TEST_F(ActionsTest, AsyncInvokeDeliversToCallbackReplyTopicAndById) {
   (*client)->Stop();
 }
 
+TEST_F(ActionsTest, CliInvokesAsyncAndFetchesTheResult) {
+  const std::map<std::string, std::string> env = {{"WISP_HOME", tmp_.path() + "/data"}};
+  CommandResult queued = RunCli({"invoke", "add", "--async", "-d", R"({"a": 20, "b": 22})"}, env);
+  ASSERT_EQ(queued.exit_code, 0) << queued.err;
+  const std::string id = queued.out.substr(0, queued.out.find('\n'));
+  ASSERT_EQ(id.size(), 32u) << queued.out;
+  CommandResult result = RunCli({"call", id, "--wait"}, env);
+  ASSERT_EQ(result.exit_code, 0) << result.err;
+  EXPECT_EQ(json::parse(result.out), (json{{"sum", 42}}));
+
+  queued = RunCli({"invoke", "add", "--async", "-d", R"({"fail": true})"}, env);
+  ASSERT_EQ(queued.exit_code, 0) << queued.err;
+  result = RunCli({"call", queued.out.substr(0, 32), "--wait"}, env);
+  EXPECT_NE(result.exit_code, 0);
+  EXPECT_NE(result.err.find("asked to fail"), std::string::npos) << result.err;
+
+  CommandResult misuse = RunCli({"invoke", "add", "--reply-topic", "x", "-d", "{}"}, env);
+  EXPECT_NE(misuse.exit_code, 0);
+  EXPECT_NE(misuse.err.find("--async"), std::string::npos) << misuse.err;
+}
+
 TEST_F(ActionsTest, AsyncInvokeRefusesBadInputBeforeAccepting) {
   HttpHeaders headers = kJson;
   headers.emplace_back("X-Callback-Url", "http://198.51.100.7/steal");
