@@ -169,22 +169,6 @@ void RenderFields(const json& object, const std::vector<std::string>& keys, int 
   for (const auto& key : keys) RenderEntry(key, object.at(key), width, indent, out);
 }
 
-// Percent-encodes all but RFC 3986 unreserved characters.
-std::string EncodePathSegment(std::string_view s) {
-  static constexpr char kHex[] = "0123456789ABCDEF";
-  std::string out;
-  for (unsigned char c : s) {
-    if (std::isalnum(c) || c == '-' || c == '.' || c == '_' || c == '~') {
-      out += static_cast<char>(c);
-    } else {
-      out += '%';
-      out += kHex[c >> 4];
-      out += kHex[c & 15];
-    }
-  }
-  return out;
-}
-
 Result<std::string> ReadAll(std::istream& in, const std::string& what) {
   std::ostringstream text;
   text << in.rdbuf();
@@ -200,6 +184,22 @@ void WriteBody(std::string_view body, std::ostream& out, bool out_is_terminal) {
 }
 
 }  // namespace
+
+std::string PercentEncode(std::string_view s, std::string_view also_keep) {
+  static constexpr char kHex[] = "0123456789ABCDEF";
+  std::string out;
+  for (unsigned char c : s) {
+    if (std::isalnum(c) || c == '-' || c == '.' || c == '_' || c == '~' ||
+        also_keep.find(static_cast<char>(c)) != std::string_view::npos) {
+      out += static_cast<char>(c);
+    } else {
+      out += '%';
+      out += kHex[c >> 4];
+      out += kHex[c & 15];
+    }
+  }
+  return out;
+}
 
 std::string_view ClientVersion() { return WISP_VERSION; }
 
@@ -253,9 +253,7 @@ Status ReplyError(const HttpResponse& reply, std::string_view function, bool sen
   return Status(CodeFromHttpStatus(reply.status), std::move(message));
 }
 
-std::string FunctionPath(std::string_view name) {
-  return "/v1/functions/" + EncodePathSegment(name);
-}
+std::string FunctionPath(std::string_view name) { return "/v1/functions/" + PercentEncode(name); }
 
 std::string FormatTable(const std::vector<std::vector<std::string>>& rows) {
   std::vector<std::size_t> widths;

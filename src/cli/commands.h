@@ -67,6 +67,9 @@ Result<std::string> FormatHealth(std::string_view body);
 
 enum class OutputFormat { kText, kJson };
 
+// Percent-encodes all but RFC 3986 unreserved characters and those in `also_keep`.
+std::string PercentEncode(std::string_view s, std::string_view also_keep = "");
+
 struct InvokeOptions {
   std::string name;
   std::string data;          // --data: literal text, "@FILE", or "@-" for stdin

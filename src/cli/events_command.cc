@@ -9,6 +9,7 @@
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
+#include "cli/commands.h"
 #include "common/quote.h"
 
 namespace wisp {
@@ -17,21 +18,6 @@ namespace {
 using nlohmann::json;
 
 constexpr std::size_t kMaxPage = 1000;  // the node's page limit
-
-std::string EncodeQueryValue(std::string_view s) {
-  static constexpr char kHex[] = "0123456789ABCDEF";
-  std::string out;
-  for (unsigned char c : s) {
-    if (std::isalnum(c) || c == '-' || c == '.' || c == '_' || c == '~' || c == ':' || c == ',') {
-      out += static_cast<char>(c);
-    } else {
-      out += '%';
-      out += kHex[c >> 4];
-      out += kHex[c & 15];
-    }
-  }
-  return out;
-}
 
 std::string Field(const json& record, const char* key) {
   if (!record.contains(key)) return "-";
@@ -107,7 +93,7 @@ std::string EventsTarget(const EventsOptions& options, std::size_t limit, std::s
   auto add = [&](std::string_view key, std::string_view value) {
     if (value.empty()) return;
     if (target.back() != '?') target += '&';
-    target += std::string(key) + "=" + EncodeQueryValue(value);
+    target += std::string(key) + "=" + PercentEncode(value, ":,");
   };
   add("fn", options.function);
   add("since", options.since);
