@@ -50,12 +50,7 @@ class EventsTest : public ::testing::Test {
     auto client = ConnectTestClient(broker_.url(), "events-test", inbox_, {"alerts/#"});
     ASSERT_TRUE(client.ok()) << client.status().ToString();
     client_ = std::move(*client);
-    ASSERT_TRUE(WaitUntil(
-        [&] {
-          (void)client_->Publish("plant/x/pump/0", R"({"ping":1})", 1, false);
-          return inbox_.WaitFor([](const auto& ms) { return !ms.empty(); }, seconds(1));
-        },
-        seconds(20)))
+    ASSERT_TRUE(PublishUntilAnswered(*client_, inbox_, "plant/x/pump/0", R"({"ping":1})"))
         << node_->Log();
   }
   void TearDown() override {

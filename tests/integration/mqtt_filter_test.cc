@@ -65,13 +65,7 @@ class MqttFilterTest : public ::testing::Test {
     auto client = ConnectTestClient(broker_.url(), "filter-test-client", inbox_, {"out/#", "pong"});
     ASSERT_TRUE(client.ok()) << client.status().ToString();
     client_ = std::move(*client);
-    ASSERT_TRUE(WaitUntil(
-        [&] {
-          (void)client_->Publish("zz/ping", "1", 1, false);
-          return inbox_.WaitFor([](const auto& ms) { return !ms.empty(); }, seconds(1));
-        },
-        seconds(20)))
-        << node_->Log();
+    ASSERT_TRUE(PublishUntilAnswered(*client_, inbox_, "zz/ping", "1")) << node_->Log();
   }
   void TearDown() override {
     if (HasFailure()) std::cerr << "---- wispd log ----\n" << node_->Log() << "\n";

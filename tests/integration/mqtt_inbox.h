@@ -96,4 +96,16 @@ inline Result<std::unique_ptr<MqttConnection>> ConnectTestClient(
   return client;
 }
 
+// The node subscribes in the background after a deploy: publishes `payload` on `topic` once a
+// second until the inbox holds a message (the function's answer), for up to 20 s.
+inline bool PublishUntilAnswered(MqttConnection& client, const Inbox& inbox,
+                                 const std::string& topic, const std::string& payload) {
+  return WaitUntil(
+      [&] {
+        (void)client.Publish(topic, payload, 1, false);
+        return inbox.WaitFor([](const auto& ms) { return !ms.empty(); }, seconds(1));
+      },
+      seconds(20));
+}
+
 }  // namespace wisp::testing

@@ -50,12 +50,7 @@ class MqttTriggerTest : public ::testing::Test {
     ASSERT_TRUE(client.ok()) << client.status().ToString();
     client_ = std::move(*client);
     // The node subscribes in the background: ping until the function answers.
-    ASSERT_TRUE(WaitUntil(
-        [&] {
-          (void)client_->Publish("plant/x/pump/0", R"({"ping":1})", 1, false);
-          return inbox_.WaitFor([](const auto& ms) { return !ms.empty(); }, seconds(1));
-        },
-        seconds(20)))
+    ASSERT_TRUE(PublishUntilAnswered(*client_, inbox_, "plant/x/pump/0", R"({"ping":1})"))
         << node_->Log();
   }
   void TearDown() override {
