@@ -9,6 +9,7 @@ packages=(
   libspdlog-dev libfmt-dev libcli11-dev libgtest-dev libgmock-dev libbenchmark-dev
   mosquitto mosquitto-clients libmosquitto-dev openssl
   curl ca-certificates
+  python3-matplotlib
 )
 
 missing=()

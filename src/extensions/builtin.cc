@@ -4,6 +4,7 @@
 
 #include "runtime/lua/lua_runtime.h"
 #include "state/sqlite/sqlite_store.h"
+#include "wisp/keepalive_policy.h"
 
 namespace wisp {
 
@@ -12,6 +13,7 @@ void RegisterBuiltinExtensions() {
   std::call_once(once, [] {
     RegisterLuaRuntime();
     RegisterSqliteStateBackend();
+    RegisterBuiltinKeepAlivePolicies();
   });
 }
 
