@@ -3,6 +3,7 @@
 #include <mutex>
 
 #include "runtime/lua/lua_runtime.h"
+#include "runtime/process/process_runtime.h"
 #include "state/sqlite/sqlite_store.h"
 
 namespace wisp {
@@ -11,6 +12,7 @@ void RegisterBuiltinExtensions() {
   static std::once_flag once;
   std::call_once(once, [] {
     RegisterLuaRuntime();
+    RegisterProcessRuntime();
     RegisterSqliteStateBackend();
   });
 }
