@@ -278,7 +278,7 @@ TEST_F(ProcessRuntimeTest, CrashGivesAClearErrorAndTheNextCallWorks) {
   HttpResponse raised = Invoke("crash", R"({"how":"raise"})");
   EXPECT_EQ(raised.status, 500);
   EXPECT_EQ(Error(raised)["kind"], "function_error");
-  EXPECT_NE(Error(raised)["message"].get<std::string>().find("crash.py:11: ValueError: bad "
+  EXPECT_NE(Error(raised)["message"].get<std::string>().find("crash.py:12: ValueError: bad "
                                                              "reading"),
             std::string::npos)
       << raised.body;
@@ -361,7 +361,9 @@ TEST_F(ProcessRuntimeTest, WritesOutsideItsDirectoryFail) {
   }
   EXPECT_NE(results["own.txt"], "written") << "the function's code is read-only to it";
   for (const auto& [path, result] : results.items()) {
-    if (path.ends_with("/scratch")) EXPECT_EQ(result, "written") << "its tmp dir is writable";
+    if (path.ends_with("/scratch")) {
+      EXPECT_EQ(result, "written") << "its tmp dir is writable";
+    }
   }
 }
 
