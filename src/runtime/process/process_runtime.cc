@@ -17,6 +17,7 @@
 #include <poll.h>
 #include <seccomp.h>
 #include <signal.h>
+#include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
@@ -197,34 +198,52 @@ int MakeLandlockRuleset(const std::string& writable_dir) {
   return ruleset;
 }
 
-// Hands out per-instance uids; shared by the runtime and its instances.
+// Hands out per-instance uids; shared by the runtime and its instances. A uid is also claimed
+// with an flock on a file in /run/lock (or the temp dir), so that two wispd on one host never
+// share one: the node kills every process of an instance's uid when the instance goes.
 class UidPool {
  public:
-  UidPool(std::uint32_t base, std::uint32_t count) : base_(base), used_(count, false) {}
+  UidPool(std::uint32_t base, std::uint32_t count)
+      : base_(base), used_(count, -1), next_(static_cast<std::size_t>(::getpid()) % count) {
+    std::error_code ec;
+    lock_dir_ = fs::is_directory("/run/lock", ec) ? "/run/lock/wisp-uids"
+                                                  : (fs::temp_directory_path(ec) / "wisp-uids");
+    ::mkdir(lock_dir_.c_str(), 0700);
+  }
 
   // Round-robin, so a uid whose killed processes are still being reaped is not reused at once.
   std::optional<std::uint32_t> Acquire() {
     std::lock_guard lock(mu_);
     for (std::size_t i = 0; i < used_.size(); ++i) {
       std::size_t slot = (next_ + i) % used_.size();
-      if (!used_[slot]) {
-        used_[slot] = true;
-        next_ = slot + 1;
-        return base_ + static_cast<std::uint32_t>(slot);
+      if (used_[slot] >= 0) continue;
+      const std::uint32_t uid = base_ + static_cast<std::uint32_t>(slot);
+      const std::string path = fmt::format("{}/{}", lock_dir_, uid);
+      int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+      if (fd < 0) continue;
+      if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {  // another node has it
+        ::close(fd);
+        continue;
       }
+      used_[slot] = fd;
+      next_ = slot + 1;
+      return uid;
     }
     return std::nullopt;
   }
   void Release(std::uint32_t uid) {
     std::lock_guard lock(mu_);
-    used_[uid - base_] = false;
+    int& fd = used_[uid - base_];
+    if (fd >= 0) ::close(fd);
+    fd = -1;
   }
 
  private:
   std::mutex mu_;
   std::uint32_t base_;
-  std::vector<bool> used_;
-  std::size_t next_ = 0;
+  std::vector<int> used_;  // the lock file's fd of a slot in use, else -1
+  std::size_t next_;
+  std::string lock_dir_;
 };
 
 // One pool per uid range for the whole node: every deploy makes its own Runtime, and two
@@ -393,6 +412,8 @@ class ProcessInstance final : public Instance {
     const auto deadline = Clock::now() + spec_->limits.timeout;
     // Bytes nobody asked for (e.g. from a child the handler forked) put the stream out of step.
     if (decoder_.buffered() > 0 || Readable(sock_)) {
+      char byte;
+      if (::recv(sock_, &byte, 1, MSG_PEEK | MSG_DONTWAIT) == 0) return Crashed();  // died idle
       return Fail(FunctionError("function process wrote outside a call (instance replaced)"));
     }
     Frame request;
