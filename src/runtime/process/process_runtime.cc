@@ -331,6 +331,34 @@ Status CopyFunction(const fs::path& from, const fs::path& to, const std::string&
   return Status::Ok();
 }
 
+// Instance directories live in $TMPDIR/wisp-node-<pid>/, one per node process. A node that
+// exits without destroying its warm instances (their processes die with it, PDEATHSIG) leaves
+// its directory behind; the next node removes those of nodes no longer running.
+std::string NodeDirectory() {
+  static const std::string dir = [] {
+    std::error_code ec;
+    fs::path temp = fs::temp_directory_path(ec);
+    if (ec) temp = "/tmp";
+    try {  // best effort: a directory that cannot be read or removed stays
+      for (const auto& entry : fs::directory_iterator(temp, ec)) {
+        const std::string name = entry.path().filename().string();
+        if (!name.starts_with("wisp-node-")) continue;
+        long pid = std::strtol(name.c_str() + 10, nullptr, 10);
+        if (pid > 0 && ::kill(static_cast<pid_t>(pid), 0) != 0 && errno == ESRCH) {
+          std::error_code ignored;
+          fs::remove_all(entry.path(), ignored);
+        }
+      }
+    } catch (const fs::filesystem_error&) {
+    }
+    const std::string mine = (temp / fmt::format("wisp-node-{}", ::getpid())).string();
+    ::mkdir(mine.c_str(), 0711);
+    ::chmod(mine.c_str(), 0711);
+    return mine;
+  }();
+  return dir;
+}
+
 class ProcessInstance final : public Instance {
  public:
   ProcessInstance(std::shared_ptr<Shared> shared, FunctionSpecPtr spec)
@@ -351,12 +379,11 @@ class ProcessInstance final : public Instance {
       if (!uid_) return ResourceExhausted("no free uid for another process instance");
     }
     std::error_code ec;
-    fs::path temp = fs::temp_directory_path(ec);
-    if (ec) temp = "/tmp";
-    std::string pattern = (temp / ("wisp-" + spec_->name + "-XXXXXX")).string();
+    const std::string node_dir = NodeDirectory();
+    std::string pattern = node_dir + "/" + spec_->name + "-XXXXXX";
     if (::mkdtemp(pattern.data()) == nullptr) {
       return IoError(
-          fmt::format("cannot make a private directory in {}: {}", temp.string(), Errno(errno)));
+          fmt::format("cannot make a private directory in {}: {}", node_dir, Errno(errno)));
     }
     root_ = pattern;
     ::chmod(root_.c_str(), 0711);
