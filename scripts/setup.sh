@@ -7,7 +7,7 @@ packages=(
   clang libclang-rt-14-dev clang-format
   libboost-dev libssl-dev libluajit-5.1-dev libsqlite3-dev libyaml-cpp-dev nlohmann-json3-dev
   libspdlog-dev libfmt-dev libcli11-dev libgtest-dev libgmock-dev libbenchmark-dev
-  mosquitto mosquitto-clients libmosquitto-dev openssl
+  mosquitto mosquitto-clients libmosquitto-dev openssl libseccomp-dev
   curl ca-certificates
   python3-matplotlib
 )

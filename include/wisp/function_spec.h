@@ -7,6 +7,7 @@
 //     pump-alert:
 //       runtime: lua
 //       handler: ./handler.lua:handle
+//       command: [python3, main.py]   # runtime: process only; optional
 //       environment: { VIBRATION_LIMIT: "7.1" }
 //       limits: { memory: 32Mi, timeout: 2s }
 //       concurrency: { max: 4 }
@@ -130,7 +131,11 @@ struct FunctionSpec {
   std::string runtime;        // a registered Runtime's name: "lua"
   std::string handler_file;   // relative to the function directory, e.g. "handler.lua"
   std::string handler_entry;  // function name in the module the file returns, e.g. "handle"
-  std::string version;        // free text, "0.0.0" when absent
+  // `command: [python3, main.py]` (runtime process only): the program and its arguments, run
+  // in the function's directory; argv[0] is a name looked up in PATH or a path relative to the
+  // directory. Empty: the runtime chooses from the handler (see process_runtime.h).
+  std::vector<std::string> command;
+  std::string version;  // free text, "0.0.0" when absent
   std::map<std::string, std::string> environment;
   std::map<std::string, std::string> labels;
   FunctionLimits limits;

@@ -3,6 +3,7 @@
 #include <mutex>
 
 #include "runtime/lua/lua_runtime.h"
+#include "runtime/process/process_runtime.h"
 #include "state/sqlite/sqlite_store.h"
 #include "wisp/keepalive_policy.h"
 
@@ -12,6 +13,7 @@ void RegisterBuiltinExtensions() {
   static std::once_flag once;
   std::call_once(once, [] {
     RegisterLuaRuntime();
+    RegisterProcessRuntime();
     RegisterSqliteStateBackend();
     RegisterBuiltinKeepAlivePolicies();
   });

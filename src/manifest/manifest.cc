@@ -61,9 +61,11 @@ constexpr std::size_t kMaxLabelValueLength = 256;
 constexpr std::size_t kMaxRuntimeLength = 64;
 constexpr std::size_t kMaxEntryLength = 128;
 
-constexpr std::string_view kFunctionKeys[] = {"runtime",     "handler", "version", "description",
-                                              "environment", "secrets", "labels",  "limits",
-                                              "concurrency", "scale",   "auth",    "triggers"};
+constexpr std::string_view kFunctionKeys[] = {
+    "runtime", "handler", "command",     "version", "description", "environment", "secrets",
+    "labels",  "limits",  "concurrency", "scale",   "auth",        "triggers"};
+constexpr std::size_t kMaxCommandArgs = 64;
+constexpr std::size_t kMaxCommandArgLength = 4096;
 constexpr std::string_view kTopLevelKeys[] = {"version", "functions"};
 constexpr std::string_view kLimitsKeys[] = {"memory", "timeout"};
 constexpr std::string_view kConcurrencyKeys[] = {"max", "target"};
@@ -378,6 +380,7 @@ class ManifestParser {
     bool has_scale_max = false;
     std::optional<std::int64_t> concurrency_target;
     std::string target_path;
+    std::string command_path;
 
     RETURN_IF_ERROR(ForEachEntry(
         node, prefix,
@@ -395,6 +398,10 @@ class ManifestParser {
           if (key == "handler") {
             has_handler = true;
             return ParseHandler(value, path, &spec);
+          }
+          if (key == "command") {
+            command_path = path;
+            return ParseCommand(value, path, &spec.command);
           }
           if (key == "version") {
             ASSIGN_OR_RETURN(spec.version, String(value, path));
@@ -475,6 +482,9 @@ class ManifestParser {
     if (!has_handler) {
       return Error(Join(prefix, "handler"), "is required (e.g. handler: ./handler.lua:handle)");
     }
+    if (!command_path.empty() && spec.runtime != "process") {
+      return Error(command_path, "is only for runtime: process");
+    }
     // A lone `scale.min` above the default max raises max with it: asking for 10 warm instances
     // should not fail because of a default the user never wrote.
     if (!has_scale_max) spec.scale_max = std::max(FunctionSpec{}.scale_max, spec.scale_min);
@@ -487,6 +497,25 @@ class ManifestParser {
                                             *concurrency_target, spec.concurrency_max));
     }
     return spec;
+  }
+
+  // [program, arg...]: 1 to kMaxCommandArgs non-empty strings without NUL bytes.
+  Status ParseCommand(const YAML::Node& value, const std::string& path,
+                      std::vector<std::string>* command) const {
+    if (!value.IsSequence() || value.size() == 0 || value.size() > kMaxCommandArgs) {
+      return Error(path, fmt::format("must be a list of 1 to {} strings (e.g. [python3, main.py])",
+                                     kMaxCommandArgs));
+    }
+    for (std::size_t i = 0; i < value.size(); ++i) {
+      const std::string item_path = fmt::format("{}[{}]", path, i);
+      ASSIGN_OR_RETURN(std::string arg, String(value[i], item_path));
+      if (arg.empty() || arg.size() > kMaxCommandArgLength || arg.find('\0') != std::string::npos) {
+        return Error(item_path,
+                     fmt::format("must be 1 to {} bytes without NUL", kMaxCommandArgLength));
+      }
+      command->push_back(std::move(arg));
+    }
+    return Status::Ok();
   }
 
   // "./handler.lua:handle", "handler.lua:handle" or "handler.lua" (entry "handle").

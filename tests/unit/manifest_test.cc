@@ -764,3 +764,26 @@ TEST(ManifestTest, ExamplesParse) {
 
 }  // namespace
 }  // namespace wisp
+
+namespace wisp {
+namespace {
+
+TEST(ManifestTest, ProcessCommand) {
+  std::vector<FunctionSpec> specs =
+      ParseOk("name: a\nruntime: process\nhandler: main.py\ncommand: [python3, -u, main.py]\n");
+  ASSERT_EQ(specs.size(), 1u);
+  EXPECT_EQ(specs[0].command, (std::vector<std::string>{"python3", "-u", "main.py"}));
+  EXPECT_TRUE(ParseOk("name: a\nruntime: process\nhandler: main.py\n")[0].command.empty());
+
+  EXPECT_EQ(ParseError("name: a\nruntime: lua\nhandler: h.lua\ncommand: [lua]\n"),
+            "wisp.yaml: command: is only for runtime: process");
+  EXPECT_EQ(ParseError("name: a\nruntime: process\nhandler: m.py\ncommand: []\n"),
+            "wisp.yaml: command: must be a list of 1 to 64 strings (e.g. [python3, main.py])");
+  EXPECT_EQ(ParseError("name: a\nruntime: process\nhandler: m.py\ncommand: python3 m.py\n"),
+            "wisp.yaml: command: must be a list of 1 to 64 strings (e.g. [python3, main.py])");
+  EXPECT_EQ(ParseError("name: a\nruntime: process\nhandler: m.py\ncommand: [python3, \"\"]\n"),
+            "wisp.yaml: command[1]: must be 1 to 4096 bytes without NUL");
+}
+
+}  // namespace
+}  // namespace wisp
