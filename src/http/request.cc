@@ -130,10 +130,11 @@ Result<nlohmann::json> DecodeJsonBody(std::string_view body) {
         fmt::format("request body nests JSON deeper than {} levels", kMaxJsonDepth));
   }
   // The only exception wisp catches on the request path: nlohmann reports the position of a
-  // syntax error only through its exception.
+  // syntax error only through its exception. A number too large for a double (1e9999) is an
+  // out_of_range error rather than a parse_error, so catch the common base.
   try {
     return nlohmann::json::parse(body.begin(), body.end());
-  } catch (const nlohmann::json::parse_error& e) {
+  } catch (const nlohmann::json::exception& e) {
     std::string_view what = e.what();
     if (auto pos = what.find("] "); pos != std::string_view::npos) what.remove_prefix(pos + 2);
     return InvalidArgument(fmt::format("request body is not valid JSON: {}", what));

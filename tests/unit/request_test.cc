@@ -76,6 +76,15 @@ TEST(DecodeJsonBodyTest, InvalidJsonSaysWhere) {
   EXPECT_NE(json.status().message().find("line 1"), std::string::npos) << json.status().message();
 }
 
+TEST(DecodeJsonBodyTest, NumberTooLargeIsAnErrorNotACrash) {
+  // Found by request_fuzz: nlohmann reports a double overflow as out_of_range, not parse_error.
+  auto json = DecodeJsonBody(R"({"v": 1.5E9812})");
+  ASSERT_FALSE(json.ok());
+  EXPECT_EQ(json.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(json.status().message().find("not valid JSON"), std::string::npos);
+  EXPECT_NE(json.status().message().find("1.5E9812"), std::string::npos) << json.status().message();
+}
+
 TEST(DecodeJsonBodyTest, RefusesDeepNestingBeforeParsing) {
   std::string deep(100000, '[');
   auto json = DecodeJsonBody(deep);
