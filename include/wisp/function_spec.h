@@ -142,6 +142,8 @@ struct FunctionSpec {
   int concurrency_max = 1;  // calls in flight per instance
   int scale_min = 1;        // instances kept warm per shard
   int scale_max = 8;        // instances per shard at most
+  // Calls that may wait per shard for a free instance (scale.queue); past it: 429.
+  int scale_queue = 100;
   AuthMode auth = AuthMode::kPublic;
   std::vector<MqttTriggerSpec> mqtt_triggers;  // HTTP invoke needs no trigger entry
   std::vector<TimerTriggerSpec> timer_triggers;

@@ -52,6 +52,7 @@ constexpr std::chrono::milliseconds kMinTimeout{1};
 constexpr std::chrono::milliseconds kMaxTimeout{15 * 60 * 1000};
 constexpr int kMaxConcurrency = 1024;
 constexpr int kMaxScale = 1000;
+constexpr int kMaxScaleQueue = 10000;
 constexpr std::size_t kMaxVersionLength = 128;
 constexpr std::size_t kMaxDescriptionLength = 4096;
 constexpr std::size_t kMaxEnvNameLength = 256;
@@ -69,7 +70,7 @@ constexpr std::size_t kMaxCommandArgLength = 4096;
 constexpr std::string_view kTopLevelKeys[] = {"version", "functions"};
 constexpr std::string_view kLimitsKeys[] = {"memory", "timeout"};
 constexpr std::string_view kConcurrencyKeys[] = {"max", "target"};
-constexpr std::string_view kScaleKeys[] = {"min", "max"};
+constexpr std::string_view kScaleKeys[] = {"min", "max", "queue"};
 constexpr std::string_view kTriggerKinds[] = {"http", "mqtt", "timer"};
 constexpr std::string_view kMqttTriggerKeys[] = {"topic",   "qos",      "group", "key",
                                                  "filters", "max_keys", "format"};
@@ -444,7 +445,7 @@ class ManifestParser {
                 });
           }
           if (key == "scale") {
-            RETURN_IF_ERROR(ExpectMap(value, path, "a map (min, max)"));
+            RETURN_IF_ERROR(ExpectMap(value, path, "a map (min, max, queue)"));
             return ForEachEntry(
                 value, path,
                 [&](const std::string& k, const YAML::Node& v, const std::string& p) -> Status {
@@ -457,6 +458,11 @@ class ManifestParser {
                     ASSIGN_OR_RETURN(auto max, Integer(v, p, 1, kMaxScale));
                     spec.scale_max = static_cast<int>(max);
                     has_scale_max = true;
+                    return Status::Ok();
+                  }
+                  if (k == "queue") {
+                    ASSIGN_OR_RETURN(auto queue, Integer(v, p, 0, kMaxScaleQueue));
+                    spec.scale_queue = static_cast<int>(queue);
                     return Status::Ok();
                   }
                   return Error(p, UnknownKeyProblem(k, kScaleKeys));
