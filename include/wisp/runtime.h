@@ -7,6 +7,10 @@
 //
 // Threads: a Runtime is shared and thread-safe. An Instance belongs to the shard thread that
 // created it and is only ever called from that thread, one call at a time.
+//
+// Asynchronous forms (CreateInstanceAsync, InvokeAsync) let a runtime whose work happens in
+// another process wait on the shard's event loop instead of blocking it; their defaults run the
+// synchronous form inline (the Lua runtime keeps those).
 #pragma once
 
 #include <chrono>
@@ -23,6 +27,10 @@
 #include "wisp/registry.h"
 #include "wisp/state_store.h"
 #include "wisp/status.h"
+
+namespace boost::asio {
+class io_context;
+}  // namespace boost::asio
 
 namespace wisp {
 
@@ -73,6 +81,17 @@ class Instance {
   // borrowed for the call only.
   virtual Result<Reply> Invoke(const Event& event, HostApi& host) = 0;
 
+  // Like Invoke, but may return before the call ends: `done` is called exactly once, on the
+  // thread running `io` (the shard's), possibly before InvokeAsync returns. `event` and `host`
+  // must stay valid until then; the instance must not be destroyed while a call runs. The
+  // default runs Invoke inline.
+  using InvokeDone = std::function<void(Result<Reply>)>;
+  virtual void InvokeAsync(const Event& event, HostApi& host, boost::asio::io_context& io,
+                           InvokeDone done) {
+    (void)io;
+    done(Invoke(event, host));
+  }
+
   // False once the instance may be in a bad state (after a timeout or memory exhaustion): the
   // pool then destroys it and makes a fresh one, so one bad call never poisons the next.
   virtual bool Reusable() const = 0;
@@ -89,6 +108,15 @@ class Runtime {
   // the loader's message when the code does not compile or the entry point is missing.
   virtual Result<InstancePtr> CreateInstance(const FunctionSpecPtr& spec,
                                              const std::string& function_dir) = 0;
+
+  // Like CreateInstance, but may return before the instance is ready: `done` is called exactly
+  // once on the thread running `io`, possibly before this returns. The default is inline.
+  using CreateDone = std::function<void(Result<InstancePtr>)>;
+  virtual void CreateInstanceAsync(const FunctionSpecPtr& spec, const std::string& function_dir,
+                                   boost::asio::io_context& io, CreateDone done) {
+    (void)io;
+    done(CreateInstance(spec, function_dir));
+  }
 };
 using RuntimePtr = std::shared_ptr<Runtime>;
 

@@ -193,12 +193,16 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
   }
 
   void Dispatch() {
-    HttpRequest request = parser_->release();
-    head_request_ = request.method() == http::verb::head;
+    request_ = parser_->release();
+    head_request_ = request_.method() == http::verb::head;
     response_ = {};
-    response_.version(request.version());
-    owner_->handler_.Handle(request, response_);
-    Write(/*close=*/!request.keep_alive() || owner_->draining_);
+    response_.version(request_.version());
+    // The handler may answer later (a call waiting for an instance); the session stays alive
+    // in `done` until it does.
+    owner_->handler_.HandleDeferred(request_, response_, [self = shared_from_this()] {
+      if (self->owner_ == nullptr) return self->Close();  // the listener went meanwhile
+      self->Write(/*close=*/!self->request_.keep_alive() || self->owner_->draining_);
+    });
   }
 
   // Replies with an error and closes: after a protocol error the stream position is unknown.
@@ -287,6 +291,7 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
   Stream stream_;
   beast::flat_buffer buffer_;
   std::optional<http::request_parser<http::string_body>> parser_;
+  HttpRequest request_;  // the request being answered; kept until its reply is written
   HttpResponse response_;
   std::string head_;  // the serialised status line and headers, reused across requests
   bool head_request_ = false;

@@ -20,6 +20,7 @@
 #include <boost/beast/http/message.hpp>
 #include <boost/beast/http/string_body.hpp>
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <unordered_set>
 
@@ -40,6 +41,15 @@ class HttpHandler {
   virtual ~HttpHandler() = default;
   virtual std::uint64_t BodyLimit(const HttpRequestHead& head) const = 0;
   virtual void Handle(HttpRequest& request, HttpResponse& response) = 0;
+  // Called for every request instead of Handle; the default runs Handle and completes at once.
+  // An override may answer later: it keeps `done` and calls it exactly once, on the shard
+  // thread, once `response` is filled; the connection reads nothing more until then.
+  // `request` and `response` stay valid until `done` is called.
+  virtual void HandleDeferred(HttpRequest& request, HttpResponse& response,
+                              std::function<void()> done) {
+    Handle(request, response);
+    done();
+  }
 };
 
 class HttpSession;

@@ -336,6 +336,35 @@ std::string MetricsRegistry::RenderPrometheus(std::string_view version,
     fmt::format_to(it, "wisp_function_instances{{function=\"{}\",runtime=\"{}\"}} {}\n", fm->name(),
                    fm->runtime(), sum(*fm, [](M m) { return m.instances.load(kRelaxed); }));
   }
+  Family(out, "wisp_function_instances_by_state", "gauge",
+         "Instances by lifecycle state (starting, idle, busy, draining).");
+  static constexpr const char* kStates[] = {"starting", "idle", "busy", "draining"};
+  for (const auto& fm : functions) {
+    for (std::size_t st = 0; st < 4; ++st) {
+      fmt::format_to(it,
+                     "wisp_function_instances_by_state{{function=\"{}\",runtime=\"{}\","
+                     "state=\"{}\"}} {}\n",
+                     fm->name(), fm->runtime(), kStates[st],
+                     sum(*fm, [st](M m) { return m.instances_by_state[st].load(kRelaxed); }));
+    }
+  }
+  Family(out, "wisp_function_warm_starts_total", "counter",
+         "Calls that found a ready instance (warm hits; warm hit rate = warm / (warm + cold)).");
+  for (const auto& fm : functions) {
+    fmt::format_to(it, "wisp_function_warm_starts_total{{function=\"{}\",runtime=\"{}\"}} {}\n",
+                   fm->name(), fm->runtime(), sum(*fm, [](M m) { return m.warm_starts.Get(); }));
+  }
+  Family(out, "wisp_function_rejected_total", "counter",
+         "Calls refused with 429 because the function's wait queue was full.");
+  for (const auto& fm : functions) {
+    fmt::format_to(it, "wisp_function_rejected_total{{function=\"{}\"}} {}\n", fm->name(),
+                   sum(*fm, [](M m) { return m.rejected.Get(); }));
+  }
+  Family(out, "wisp_function_queue_depth", "gauge", "Calls waiting for an instance now.");
+  for (const auto& fm : functions) {
+    fmt::format_to(it, "wisp_function_queue_depth{{function=\"{}\"}} {}\n", fm->name(),
+                   sum(*fm, [](M m) { return m.queue_depth.load(kRelaxed); }));
+  }
   Family(out, "wisp_function_in_flight", "gauge", "Invocations running now.");
   for (const auto& fm : functions) {
     fmt::format_to(it, "wisp_function_in_flight{{function=\"{}\"}} {}\n", fm->name(),
@@ -360,6 +389,12 @@ std::string MetricsRegistry::RenderPrometheus(std::string_view version,
                     shards, [](const FunctionShardMetrics& m) -> const ShardHistogram& {
                       return m.cold_start_duration;
                     });
+  }
+  Family(out, "wisp_function_queue_seconds", "histogram", "Time calls waited for an instance.");
+  for (const auto& fm : functions) {
+    RenderHistogram(
+        out, "wisp_function_queue_seconds", fmt::format("function=\"{}\"", fm->name()), *fm, shards,
+        [](const FunctionShardMetrics& m) -> const ShardHistogram& { return m.queue_wait; });
   }
   if (!filters.empty()) RenderFilters(out, filters, shards);
   return out;

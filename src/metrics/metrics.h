@@ -81,8 +81,14 @@ struct alignas(64) FunctionShardMetrics {
   ShardCounter emit_failures;  // no broker connection, or it refused
   ShardCounter dead_letters;   // events refused before the function ran (malformed payload)
   ShardHistogram cold_start_duration;
+  ShardCounter warm_starts;   // calls that found a ready instance (no cold start on their path)
+  ShardCounter rejected;      // calls refused with 429: the wait queue was full
+  ShardHistogram queue_wait;  // time calls waited for an instance
   std::atomic<std::int64_t> instances{0};
   std::atomic<std::int64_t> in_flight{0};
+  std::atomic<std::int64_t> queue_depth{0};
+  // Instances by lifecycle state: starting, idle, busy, draining (InstanceState order).
+  std::array<std::atomic<std::int64_t>, 4> instances_by_state{};
 };
 
 class FunctionMetrics {

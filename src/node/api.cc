@@ -4,6 +4,7 @@
 
 #include <fmt/chrono.h>
 #include <fmt/format.h>
+#include <spdlog/spdlog.h>
 #include <boost/asio/post.hpp>
 #include <boost/beast/http/field.hpp>
 #include <charconv>
@@ -126,7 +127,8 @@ void Shard::Handle(HttpRequest& request, HttpResponse& response) {
   };
   switch (route.kind) {
     case RouteKind::kFunctionInvoke:
-      return HandleInvoke(route, request, response);
+      // Reached only through HandleDeferred, which answers invokes itself.
+      return SetErrorResponse(Internal("invoke routed to the synchronous handler"), response);
     case RouteKind::kFunctionInvokeAsync:
       if (method != http::verb::post) return method_not_allowed("POST");
       return HandleInvokeAsync(route, request, response);
@@ -188,39 +190,19 @@ Result<Shard::ShardFunction*> Shard::FunctionToInvoke(const Route& route,
   return sf;
 }
 
-void Shard::HandleInvoke(const Route& route, HttpRequest& request, HttpResponse& response) {
-  auto found = FunctionToInvoke(route, request);
-  if (!found.ok()) return SetErrorResponse(found.status(), response);
-  ShardFunction* sf = *found;
-
-  header_views_.clear();
-  for (const auto& field : request) {
-    header_views_.push_back({field.name_string(), field.value()});
+void Shard::HandleDeferred(HttpRequest& request, HttpResponse& response,
+                           std::function<void()> done) {
+  const Route route = RouteTarget(request.target());
+  if (route.kind == RouteKind::kFunctionInvoke) {
+    return HandleInvoke(route, request, response, std::move(done));
   }
-  Event event;
-  event.trigger = TriggerKind::kHttp;
-  event.id = (static_cast<std::uint64_t>(index_) << 56) | ++next_event_seq_;
-  event.timestamp = std::chrono::system_clock::now();
-  event.method = request.method_string();
-  event.path = route.path;
-  event.query = route.query;
-  event.content_type = request[http::field::content_type];
-  event.headers = header_views_;
-  event.body = request.body();
+  Handle(request, response);
+  done();
+}
 
-  std::optional<json> decoded;
-  if (!event.body.empty() && IsJsonContentType(event.content_type)) {
-    auto parsed = DecodeJsonBody(event.body);
-    if (!parsed.ok()) {
-      CountFailure(*sf, event, parsed.status());
-      return SetErrorResponse(parsed.status(), response);
-    }
-    decoded.emplace(std::move(*parsed));
-    event.json = &*decoded;
-  }
+namespace {
 
-  bool cold = false;
-  Result<Reply> reply = RunFunction(*sf, event, &cold);
+void SetReply(HttpResponse& response, Result<Reply>& reply, bool cold) {
   if (cold) response.set("X-Wisp-Cold-Start", "1");
   if (!reply.ok()) return SetErrorResponse(reply.status(), response);
   response.result(static_cast<unsigned>(reply->status));
@@ -233,6 +215,142 @@ void Shard::HandleInvoke(const Route& route, HttpRequest& request, HttpResponse&
     response.set(http::field::content_type, "text/plain; charset=utf-8");
   }
   response.body() = std::move(reply->body);
+}
+
+}  // namespace
+
+// An HTTP invoke waits in the function's queue for an instance (docs/lifecycle.md), so `done`
+// may be called long after this returns; `request` and `response` live until then.
+void Shard::HandleInvoke(const Route& route, HttpRequest& request, HttpResponse& response,
+                         std::function<void()> done) {
+  auto found = FunctionToInvoke(route, request);
+  if (!found.ok()) {
+    SetErrorResponse(found.status(), response);
+    return done();
+  }
+  ShardFunction* sf = *found;
+
+  auto call = std::make_shared<PendingInvoke>(*this);
+  for (const auto& field : request) {
+    call->headers.push_back({field.name_string(), field.value()});
+  }
+  Event& event = call->event;
+  event.trigger = TriggerKind::kHttp;
+  event.id = (static_cast<std::uint64_t>(index_) << 56) | ++next_event_seq_;
+  event.timestamp = std::chrono::system_clock::now();
+  event.method = request.method_string();
+  event.path = route.path;
+  event.query = route.query;
+  event.content_type = request[http::field::content_type];
+  event.headers = call->headers;
+  event.body = request.body();
+
+  if (!event.body.empty() && IsJsonContentType(event.content_type)) {
+    auto parsed = DecodeJsonBody(event.body);
+    if (!parsed.ok()) {
+      CountFailure(*sf, event, parsed.status());
+      SetErrorResponse(parsed.status(), response);
+      return done();
+    }
+    call->decoded.emplace(std::move(*parsed));
+    event.json = &*call->decoded;
+  }
+  call->target = sf->instances;
+  call->function = sf->fn->spec->name;
+  call->response = &response;
+  call->done = std::move(done);
+  call->queued_at = std::chrono::steady_clock::now();
+  Admit(call);
+}
+
+void Shard::Admit(const PendingInvokePtr& call) {
+  const FunctionInstancesPtr fi = call->target;
+  auto admitted = fi->pool.Admit([this, call](Result<InstancePool::InstanceId> instance) {
+    RunOn(call, std::move(instance));
+  });
+  if (!admitted.ok()) {
+    FunctionShardMetrics& metrics = fi->fn->metrics->shard(index_);
+    metrics.trigger(call->event.trigger).error.Add();
+    metrics.errors_by_kind[static_cast<std::size_t>(admitted.status().code())].Add();
+    if (admitted.status().code() == StatusCode::kResourceExhausted) {
+      metrics.rejected.Add();
+      const int retry_after = fi->pool.RetryAfterSeconds();
+      spdlog::debug("function {} shard {}: call refused, queue full ({} waiting); Retry-After {}",
+                    call->function, index_, fi->pool.queue_depth(), retry_after);
+      call->response->set(http::field::retry_after, std::to_string(retry_after));
+      SetErrorResponse(admitted.status(), *call->response, 429);
+    } else {
+      SetErrorResponse(admitted.status(), *call->response);
+    }
+    if (archive_) archive_->RecordEvent(call->event, call->function, admitted.status(), {});
+    return call->done();
+  }
+  ApplyActions(fi, std::move(*admitted));
+}
+
+void Shard::RunOn(const PendingInvokePtr& call, Result<InstancePool::InstanceId> instance) {
+  const FunctionInstancesPtr fi = call->target;
+  FunctionShardMetrics& metrics = fi->fn->metrics->shard(index_);
+  if (!instance.ok()) {
+    // Redeployed while it waited: the call runs on the new version instead.
+    if (instance.status().code() == StatusCode::kUnavailable && fi->pool.drained()) {
+      ShardFunction* now = FindFunction(call->function);
+      if (now != nullptr && now->instances != fi &&
+          !services_.draining.load(std::memory_order_relaxed)) {
+        call->target = now->instances;
+        return Admit(call);
+      }
+    }
+    metrics.trigger(call->event.trigger).error.Add();
+    metrics.errors_by_kind[static_cast<std::size_t>(instance.status().code())].Add();
+    fi->fn->log->Append(LogLevel::kError, instance.status().ToString());
+    if (archive_) archive_->RecordEvent(call->event, call->function, instance.status(), {});
+    Result<Reply> failed = instance.status();
+    SetReply(*call->response, failed, false);
+    return call->done();
+  }
+  const InstancePool::InstanceId id = *instance;
+  call->cold = fi->fresh.erase(id) > 0;
+  if (!call->cold) metrics.warm_starts.Add();
+  const auto now = std::chrono::steady_clock::now();
+  metrics.queue_wait.Record(now - call->queued_at);
+  metrics.in_flight.fetch_add(1, std::memory_order_relaxed);
+  call->host.Bind(fi->fn.get(), &metrics, &call->event);
+  call->started_at = now;
+  fi->objects.at(id)->InvokeAsync(
+      call->event, call->host, io_,
+      [this, call, id](Result<Reply> reply) { FinishInvoke(call, id, std::move(reply)); });
+}
+
+void Shard::FinishInvoke(const PendingInvokePtr& call, InstancePool::InstanceId id,
+                         Result<Reply> reply) {
+  const FunctionInstancesPtr fi = call->target;
+  FunctionShardMetrics& metrics = fi->fn->metrics->shard(index_);
+  const auto elapsed = std::chrono::steady_clock::now() - call->started_at;
+  metrics.in_flight.fetch_sub(1, std::memory_order_relaxed);
+  metrics.trigger(call->event.trigger).duration.Record(elapsed);
+  if (archive_) archive_->RecordEvent(call->event, call->function, reply.status(), elapsed);
+  auto it = fi->objects.find(id);
+  const bool reusable = it != fi->objects.end() && it->second->Reusable();
+  if (!reusable) {
+    fi->fn->log->Append(LogLevel::kWarn,
+                        fmt::format("instance replaced after {}", reply.status().ToString()));
+  }
+  if (!reply.ok()) {
+    fi->fn->log->Append(LogLevel::kError, reply.status().ToString());
+    metrics.trigger(call->event.trigger).error.Add();
+    metrics.errors_by_kind[static_cast<std::size_t>(reply.status().code())].Add();
+  } else {
+    metrics.trigger(call->event.trigger).ok.Add();
+  }
+  SetReply(*call->response, reply, call->cold);
+  call->done();
+  auto actions = fi->pool.Release(id, reusable, elapsed);
+  if (!actions.ok()) {
+    spdlog::error("function {}: {}", call->function, actions.status().message());
+    return;
+  }
+  ApplyActions(fi, std::move(*actions));
 }
 
 void Shard::HandleInvokeAsync(const Route& route, HttpRequest& request, HttpResponse& response) {

@@ -12,7 +12,12 @@ Shard::Shard(int index, NodeServices& services) : index_(index), services_(servi
 
 Shard::~Shard() {
   if (archive_) archive_->Stop();  // its timer is on io_, which goes with this shard
-  for (auto& [name, sf] : functions_) DropInstances(sf);
+  // Waiting calls are dropped with their sessions (the loop no longer runs); dropping them
+  // also breaks the pool -> waiter -> call -> pool reference cycle.
+  for (auto& [name, sf] : functions_) {
+    std::deque<InstancePool::Waiter> waiting;
+    (void)sf.instances->pool.Drain(&waiting);
+  }
 }
 
 Status Shard::Init(std::uint16_t port) {
@@ -118,33 +123,45 @@ void Shard::Prewarm() {
   SyncCatalog();
   SyncTimers();
   for (auto& [name, sf] : functions_) {
-    while (sf.instances < sf.fn->spec->scale_min) {
-      bool cold = false;
-      auto instance = AcquireInstance(sf, &cold);
-      if (!instance.ok()) break;  // already logged to the function's log
-      sf.idle.push_back(std::move(*instance));
-    }
+    const FunctionInstancesPtr fi = sf.instances;
+    ApplyActions(fi, fi->pool.Prewarm());
   }
+}
+
+PoolLimits Shard::LimitsOf(const FunctionSpec& spec) {
+  return PoolLimits{.min_instances = spec.scale_min,
+                    .max_instances = spec.scale_max,
+                    .max_concurrency = spec.concurrency_max,
+                    .queue_capacity = spec.scale_queue};
 }
 
 void Shard::SyncCatalog() {
   const std::uint64_t generation = services_.catalog->generation();
   if (generation == catalog_generation_) return;
   auto snapshot = services_.catalog->Snapshot();
+  // Old versions drain: idle instances go now, busy ones after their calls. Their waiting
+  // calls are resumed (and re-admitted to the new version) only once the catalog is in step.
+  std::vector<std::pair<FunctionInstancesPtr, InstancePool::Actions>> drained;
   for (auto it = functions_.begin(); it != functions_.end();) {
     auto now = snapshot->find(it->first);
     if (now == snapshot->end() || now->second != it->second.fn) {
-      DropInstances(it->second);  // deleted or redeployed: its old instances must go
+      const FunctionInstancesPtr& fi = it->second.instances;
+      spdlog::debug("function {} shard {}: {} instances drain ({})", it->first, index_,
+                    fi->pool.live(), now == snapshot->end() ? "deleted" : "redeployed");
+      drained.emplace_back(fi, fi->pool.Drain(nullptr));
       it = functions_.erase(it);
     } else {
       ++it;
     }
   }
   for (const auto& [name, fn] : *snapshot) {
-    auto [it, inserted] = functions_.try_emplace(name, ShardFunction{fn, {}, 0, {}});
-    if (inserted) BuildChains(it->second);
+    if (functions_.contains(name)) continue;
+    auto [it, inserted] = functions_.try_emplace(
+        name, ShardFunction{fn, std::make_shared<FunctionInstances>(fn, LimitsOf(*fn->spec)), {}});
+    BuildChains(it->second);
   }
   catalog_generation_ = generation;
+  for (auto& [fi, actions] : drained) ApplyActions(fi, std::move(actions));
 }
 
 Shard::ShardFunction* Shard::FindFunction(std::string_view name) {
@@ -153,51 +170,77 @@ Shard::ShardFunction* Shard::FindFunction(std::string_view name) {
   return it == functions_.end() ? nullptr : &it->second;
 }
 
-void Shard::DropInstances(ShardFunction& sf) {
-  sf.fn->metrics->shard(index_).instances.fetch_sub(static_cast<std::int64_t>(sf.idle.size()),
-                                                    std::memory_order_relaxed);
-  sf.instances -= static_cast<int>(sf.idle.size());
-  sf.idle.clear();
+void Shard::PublishGauges(FunctionInstances& fi) {
+  FunctionShardMetrics& metrics = fi.fn->metrics->shard(index_);
+  constexpr auto kRelaxed = std::memory_order_relaxed;
+  for (std::size_t st = 0; st < fi.published_states.size(); ++st) {
+    const std::int64_t now = fi.pool.count(static_cast<InstanceState>(st));
+    metrics.instances_by_state[st].fetch_add(now - fi.published_states[st], kRelaxed);
+    fi.published_states[st] = now;
+  }
+  // `instances` counts warm ones: idle, busy or finishing their calls (not yet started ones).
+  const std::int64_t warm = fi.pool.count(InstanceState::kIdle) +
+                            fi.pool.count(InstanceState::kBusy) +
+                            fi.pool.count(InstanceState::kDraining);
+  metrics.instances.fetch_add(warm - fi.published_instances, kRelaxed);
+  fi.published_instances = warm;
+  const auto queued = static_cast<std::int64_t>(fi.pool.queue_depth());
+  metrics.queue_depth.fetch_add(queued - fi.published_queue, kRelaxed);
+  fi.published_queue = queued;
 }
 
-Result<InstancePtr> Shard::AcquireInstance(ShardFunction& sf, bool* cold) {
-  if (!sf.idle.empty()) {
-    InstancePtr instance = std::move(sf.idle.back());
-    sf.idle.pop_back();
-    *cold = false;
-    return instance;
+void Shard::ApplyActions(const FunctionInstancesPtr& fi, InstancePool::Actions actions) {
+  for (InstancePool::InstanceId id : actions.destroy) {
+    fi->objects.erase(id);
+    fi->fresh.erase(id);
+    spdlog::debug("function {} shard {}: instance {} gone", fi->fn->spec->name, index_, id);
   }
-  *cold = true;
-  FunctionShardMetrics& metrics = sf.fn->metrics->shard(index_);
-  const auto start = std::chrono::steady_clock::now();
-  Result<InstancePtr> instance = sf.fn->runtime->CreateInstance(sf.fn->spec, sf.fn->dir);
-  const auto elapsed = std::chrono::steady_clock::now() - start;
-  if (!instance.ok()) {
-    sf.fn->log->Append(LogLevel::kError,
-                       fmt::format("cannot start an instance: {}", instance.status().message()));
-    return instance.status().WithContext("cannot start an instance of the function");
-  }
-  metrics.cold_starts.Add();
-  metrics.cold_start_duration.Record(elapsed);
-  metrics.instances.fetch_add(1, std::memory_order_relaxed);
-  ++sf.instances;
-  sf.fn->log->Append(LogLevel::kDebug,
-                     fmt::format("cold start on shard {}: {:.3f} ms", index_,
-                                 std::chrono::duration<double, std::milli>(elapsed).count()));
-  return instance;
+  PublishGauges(*fi);
+  for (InstancePool::InstanceId id : actions.start) StartInstance(fi, id);
+  for (auto& [waiter, instance] : actions.resume) waiter(std::move(instance));
+  PublishGauges(*fi);
 }
 
-void Shard::ReleaseInstance(ShardFunction& sf, InstancePtr instance, const Status& outcome) {
-  if (instance->Reusable() && static_cast<int>(sf.idle.size()) < sf.fn->spec->scale_max) {
-    sf.idle.push_back(std::move(instance));
+void Shard::RecordStart(FunctionInstances& fi, const Status& outcome,
+                        std::chrono::steady_clock::duration elapsed) {
+  const std::string& name = fi.fn->spec->name;
+  if (!outcome.ok()) {
+    fi.fn->log->Append(LogLevel::kError,
+                       fmt::format("cannot start an instance: {}", outcome.message()));
+    spdlog::info("function {} shard {}: instance failed to start: {}", name, index_,
+                 outcome.message());
     return;
   }
-  if (!instance->Reusable()) {
-    sf.fn->log->Append(LogLevel::kWarn,
-                       fmt::format("instance replaced after {}", outcome.ToString()));
-  }
-  sf.fn->metrics->shard(index_).instances.fetch_sub(1, std::memory_order_relaxed);
-  --sf.instances;
+  FunctionShardMetrics& metrics = fi.fn->metrics->shard(index_);
+  metrics.cold_starts.Add();
+  metrics.cold_start_duration.Record(elapsed);
+  const double ms = std::chrono::duration<double, std::milli>(elapsed).count();
+  fi.fn->log->Append(LogLevel::kDebug,
+                     fmt::format("cold start on shard {}: {:.3f} ms", index_, ms));
+  spdlog::debug("function {} shard {}: cold start {:.3f} ms", name, index_, ms);
+}
+
+void Shard::StartInstance(const FunctionInstancesPtr& fi, InstancePool::InstanceId id) {
+  spdlog::debug("function {} shard {}: starting instance {} ({} waiting, {} live)",
+                fi->fn->spec->name, index_, id, fi->pool.queue_depth(), fi->pool.live());
+  const auto start = std::chrono::steady_clock::now();
+  fi->fn->runtime->CreateInstanceAsync(
+      fi->fn->spec, fi->fn->dir, io_, [this, fi, id, start](Result<InstancePtr> created) {
+        RecordStart(*fi, created.status(), std::chrono::steady_clock::now() - start);
+        Status outcome = created.status();
+        if (created.ok()) {
+          fi->objects[id] = std::move(*created);
+          fi->fresh.insert(id);
+        } else {
+          outcome = outcome.WithContext("cannot start an instance of the function");
+        }
+        auto actions = fi->pool.Started(id, outcome);
+        if (!actions.ok()) {
+          spdlog::error("function {}: {}", fi->fn->spec->name, actions.status().message());
+          return;
+        }
+        ApplyActions(fi, std::move(*actions));
+      });
 }
 
 void Shard::CountFailure(ShardFunction& sf, const Event& event, const Status& status) {
@@ -206,28 +249,60 @@ void Shard::CountFailure(ShardFunction& sf, const Event& event, const Status& st
   metrics.errors_by_kind[static_cast<std::size_t>(status.code())].Add();
 }
 
+// The synchronous path (MQTT, timers, async calls): it cannot wait in the queue, so it takes a
+// free instance when there is one and otherwise makes one for itself, handed to the pool
+// afterwards when the pool has room for it.
 Result<Reply> Shard::RunFunction(ShardFunction& sf, const Event& event, bool* cold) {
-  auto instance = AcquireInstance(sf, cold);
-  if (!instance.ok()) {
-    CountFailure(sf, event, instance.status());
-    if (archive_) archive_->RecordEvent(event, sf.fn->spec->name, instance.status(), {});
-    return instance.status();
-  }
+  const FunctionInstancesPtr fi = sf.instances;
   FunctionShardMetrics& metrics = sf.fn->metrics->shard(index_);
+  const std::optional<InstancePool::InstanceId> id = fi->pool.TryAcquire();
+  InstancePtr own;
+  Instance* instance = nullptr;
+  if (id) {
+    instance = fi->objects.at(*id).get();
+    *cold = fi->fresh.erase(*id) > 0;
+    if (!*cold) metrics.warm_starts.Add();
+    PublishGauges(*fi);
+  } else {
+    *cold = true;
+    const auto start = std::chrono::steady_clock::now();
+    Result<InstancePtr> created = sf.fn->runtime->CreateInstance(sf.fn->spec, sf.fn->dir);
+    RecordStart(*fi, created.status(), std::chrono::steady_clock::now() - start);
+    if (!created.ok()) {
+      Status status = created.status().WithContext("cannot start an instance of the function");
+      CountFailure(sf, event, status);
+      if (archive_) archive_->RecordEvent(event, sf.fn->spec->name, status, {});
+      return status;
+    }
+    own = std::move(*created);
+    instance = own.get();
+  }
   host_.Bind(sf.fn.get(), &metrics, &event);
   metrics.in_flight.fetch_add(1, std::memory_order_relaxed);
   const auto start = std::chrono::steady_clock::now();
-  Result<Reply> reply = (*instance)->Invoke(event, host_);
+  Result<Reply> reply = instance->Invoke(event, host_);
   const auto elapsed = std::chrono::steady_clock::now() - start;
   metrics.in_flight.fetch_sub(1, std::memory_order_relaxed);
   metrics.trigger(event.trigger).duration.Record(elapsed);
   if (archive_) archive_->RecordEvent(event, sf.fn->spec->name, reply.status(), elapsed);
-  ReleaseInstance(sf, std::move(*instance), reply.status());
+  const bool reusable = instance->Reusable();
+  if (!reusable) {
+    sf.fn->log->Append(LogLevel::kWarn,
+                       fmt::format("instance replaced after {}", reply.status().ToString()));
+  }
   if (!reply.ok()) {
     sf.fn->log->Append(LogLevel::kError, reply.status().ToString());
     CountFailure(sf, event, reply.status());
   } else {
     metrics.trigger(event.trigger).ok.Add();
+  }
+  if (id) {
+    auto actions = fi->pool.Release(*id, reusable, elapsed);
+    if (actions.ok()) ApplyActions(fi, std::move(*actions));
+  } else if (reusable) {
+    InstancePool::Actions actions;
+    if (auto adopted = fi->pool.Adopt(actions)) fi->objects[*adopted] = std::move(own);
+    ApplyActions(fi, std::move(actions));
   }
   return reply;
 }

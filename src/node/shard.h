@@ -8,15 +8,18 @@
 
 #include <utility>  // before Asio (see http/server.h)
 
+#include <array>
 #include <atomic>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "archive/event_archive.h"
@@ -28,6 +31,7 @@
 #include "node/async_calls.h"
 #include "node/function_catalog.h"
 #include "node/http_actions.h"
+#include "node/instance_pool.h"
 #include "node/node.h"
 #include "wisp/runtime.h"
 #include "wisp/state_store.h"
@@ -99,12 +103,32 @@ class Shard final : public HttpHandler {
   // HttpHandler
   std::uint64_t BodyLimit(const HttpRequestHead& head) const override;
   void Handle(HttpRequest& request, HttpResponse& response) override;
+  // HTTP invokes answer once the call ran, which may be after waiting for an instance; every
+  // other route is answered at once by Handle.
+  void HandleDeferred(HttpRequest& request, HttpResponse& response,
+                      std::function<void()> done) override;
 
  private:
+  // One deployed version's instances on this shard: their lifecycle (the pool and its wait
+  // queue) and the instance objects. Shared with the starts and calls in flight, so that a
+  // redeploy can replace the entry while the old version's instances drain.
+  struct FunctionInstances {
+    FunctionInstances(DeployedFunctionPtr function, const PoolLimits& limits)
+        : fn(std::move(function)), pool(limits) {}
+    DeployedFunctionPtr fn;
+    InstancePool pool;
+    std::unordered_map<InstancePool::InstanceId, InstancePtr> objects;
+    std::unordered_set<InstancePool::InstanceId> fresh;  // started, no call served yet
+    // What PublishGauges last added to the shard's gauges, so it can add the difference.
+    std::array<std::int64_t, 4> published_states{};
+    std::int64_t published_instances = 0;
+    std::int64_t published_queue = 0;
+  };
+  using FunctionInstancesPtr = std::shared_ptr<FunctionInstances>;
+
   struct ShardFunction {
     DeployedFunctionPtr fn;
-    std::vector<InstancePtr> idle;
-    int instances = 0;  // idle + busy
+    FunctionInstancesPtr instances;
     // Per mqtt trigger: its filter chain on this shard, null when it has no filters. Rebuilt
     // with the entry when the function is redeployed.
     std::vector<std::unique_ptr<FilterChain>> chains;
@@ -157,9 +181,37 @@ class Shard final : public HttpHandler {
 
   ShardFunction* FindFunction(std::string_view name);
   void SyncCatalog();
-  void DropInstances(ShardFunction& sf);
-  Result<InstancePtr> AcquireInstance(ShardFunction& sf, bool* cold);
-  void ReleaseInstance(ShardFunction& sf, InstancePtr instance, const Status& outcome);
+  static PoolLimits LimitsOf(const FunctionSpec& spec);
+
+  // Carries out what the pool decided: starts, destroys, resumes waiting calls; then updates
+  // the gauges.
+  void ApplyActions(const FunctionInstancesPtr& fi, InstancePool::Actions actions);
+  void StartInstance(const FunctionInstancesPtr& fi, InstancePool::InstanceId id);
+  void PublishGauges(FunctionInstances& fi);
+  // Counts a created instance's cold start (or logs why it failed).
+  void RecordStart(FunctionInstances& fi, const Status& outcome,
+                   std::chrono::steady_clock::duration elapsed);
+
+  // An HTTP invoke on its way: the event and what it points into, the reply to fill and the
+  // session's completion. Lives until answered.
+  struct PendingInvoke {
+    explicit PendingInvoke(Shard& shard) : host(shard) {}
+    FunctionInstancesPtr target;
+    std::string function;
+    Event event;
+    std::vector<HeaderView> headers;
+    std::optional<nlohmann::json> decoded;
+    HttpResponse* response = nullptr;
+    std::function<void()> done;
+    Host host;
+    bool cold = false;
+    std::chrono::steady_clock::time_point queued_at;
+    std::chrono::steady_clock::time_point started_at;
+  };
+  using PendingInvokePtr = std::shared_ptr<PendingInvoke>;
+  void Admit(const PendingInvokePtr& call);
+  void RunOn(const PendingInvokePtr& call, Result<InstancePool::InstanceId> instance);
+  void FinishInvoke(const PendingInvokePtr& call, InstancePool::InstanceId id, Result<Reply> reply);
 
   // Acquire an instance, run, release, account. Errors are counted and logged here.
   Result<Reply> RunFunction(ShardFunction& sf, const Event& event, bool* cold);
@@ -169,7 +221,8 @@ class Shard final : public HttpHandler {
   // The function a request invokes, once it exists, the caller may call it and the node is
   // not draining; else the error to answer with.
   Result<ShardFunction*> FunctionToInvoke(const Route& route, const HttpRequest& request);
-  void HandleInvoke(const Route& route, HttpRequest& request, HttpResponse& response);
+  void HandleInvoke(const Route& route, HttpRequest& request, HttpResponse& response,
+                    std::function<void()> done);
   void HandleInvokeAsync(const Route& route, HttpRequest& request, HttpResponse& response);
   void HandleCall(const Route& route, HttpRequest& request, HttpResponse& response);
   void DeliverAsyncResult(const AsyncCall& call, const AsyncResult& result);

@@ -28,11 +28,13 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <cerrno>
 #include <charconv>
 #include <chrono>
 #include <cstring>
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -44,6 +46,9 @@
 #include <vector>
 
 #include <fmt/format.h>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/posix/stream_descriptor.hpp>
+#include <boost/asio/steady_timer.hpp>
 
 #include "common/quote.h"
 #include "runtime/process/frame_codec.h"
@@ -59,6 +64,7 @@ namespace wisp {
 namespace {
 
 namespace fs = std::filesystem;
+namespace asio = boost::asio;
 using Clock = std::chrono::steady_clock;
 using process::Frame;
 using process::FrameType;
@@ -365,6 +371,7 @@ class ProcessInstance final : public Instance {
       : shared_(std::move(shared)), spec_(std::move(spec)) {}
 
   ~ProcessInstance() override {
+    *alive_ = false;  // handlers of waits cancelled below must not touch this
     Terminate();
     if (!root_.empty()) {
       std::error_code ec;
@@ -373,7 +380,24 @@ class ProcessInstance final : public Instance {
     if (uid_) shared_->uids->Release(*uid_);
   }
 
+  // Starts the process and waits (blocking) until it is ready.
   Status Start(const std::string& function_dir) {
+    RETURN_IF_ERROR(Prepare(function_dir));
+    const auto startup = StartupTime();
+    return CheckReady(ReadFrame(Clock::now() + startup, nullptr), startup);
+  }
+
+  // Starts the process and waits on `io` for it to be ready; `done` gets the outcome (the
+  // instance is terminated when it is not ok). Returns at once.
+  void StartAsync(const std::string& function_dir, asio::io_context& io,
+                  std::function<void(Status)> done) {
+    if (Status prepared = Prepare(function_dir); !prepared.ok()) return done(prepared);
+    start_done_ = std::move(done);
+    BeginWait(io, WaitMode::kStart, Clock::now() + StartupTime(), nullptr);
+  }
+
+  // Makes the private directory and spawns the process; does not wait for it.
+  Status Prepare(const std::string& function_dir) {
     if (shared_->uids) {
       uid_ = shared_->uids->Acquire();
       if (!uid_) return ResourceExhausted("no free uid for another process instance");
@@ -443,6 +467,51 @@ class ProcessInstance final : public Instance {
       if (::recv(sock_, &byte, 1, MSG_PEEK | MSG_DONTWAIT) == 0) return Crashed();  // died idle
       return Fail(FunctionError("function process wrote outside a call (instance replaced)"));
     }
+    if (Status sent = Send(InvokeFrame(event)); !sent.ok()) return sent;
+
+    while (true) {
+      Result<Frame> frame = ReadFrame(deadline, &host);
+      if (!frame.ok()) return frame.status();
+      if (frame->type == FrameType::kCall) {
+        Frame result = HostCall(*frame, host);
+        if (Status sent = Send(result); !sent.ok()) return sent;
+        continue;
+      }
+      return CallOutcome(*frame);
+    }
+  }
+
+  // The asynchronous call: writes the request (a non-blocking send; it waits only when the
+  // process stops reading), then reads frames on `io` until the reply, the timeout or a crash.
+  void InvokeAsync(const Event& event, HostApi& host, asio::io_context& io,
+                   InvokeDone done) override {
+    if (!reusable_) return done(FunctionError("function process is gone: " + gone_reason_));
+    if (decoder_.buffered() > 0 || Readable(sock_)) {
+      char byte;
+      if (::recv(sock_, &byte, 1, MSG_PEEK | MSG_DONTWAIT) == 0) return done(Crashed());
+      return done(Fail(FunctionError("function process wrote outside a call (instance replaced)")));
+    }
+    const auto deadline = Clock::now() + spec_->limits.timeout;
+    if (Status sent = Send(InvokeFrame(event)); !sent.ok()) return done(sent);
+    invoke_done_ = std::move(done);
+    BeginWait(io, WaitMode::kInvoke, deadline, &host);
+  }
+
+  bool Reusable() const override { return reusable_; }
+
+  std::uint64_t MemoryBytes() const override {
+    if (pid_ <= 0) return 0;
+    std::string path = fmt::format("/proc/{}/statm", pid_);
+    FILE* f = std::fopen(path.c_str(), "re");
+    if (!f) return 0;
+    unsigned long size = 0, resident = 0;
+    int n = std::fscanf(f, "%lu %lu", &size, &resident);
+    std::fclose(f);
+    return n == 2 ? static_cast<std::uint64_t>(resident) * ::sysconf(_SC_PAGESIZE) : 0;
+  }
+
+ private:
+  Frame InvokeFrame(const Event& event) const {
     Frame request;
     request.type = FrameType::kInvoke;
     request.Add(Tag::kTrigger, TriggerKindName(event.trigger));
@@ -461,51 +530,164 @@ class ProcessInstance final : public Instance {
       request.Add(Tag::kHeaderValue, h.value);
     }
     request.Add(Tag::kBody, event.body);
-    if (Status sent = Send(request); !sent.ok()) return sent;
+    return request;
+  }
 
-    while (true) {
-      Result<Frame> frame = ReadFrame(deadline, &host);
-      if (!frame.ok()) return frame.status();
-      switch (frame->type) {
-        case FrameType::kReply:
-          return ToReply(*frame);
-        case FrameType::kError: {
-          std::string message = Truncate(frame->Get(Tag::kMessage, "handler failed"));
-          if (frame->Get(Tag::kKind) == "memory") {
-            return Fail(ResourceExhausted(
-                fmt::format("function exceeded its memory limit of {} ({})",
-                            FormatByteSize(spec_->limits.memory_bytes), message)));
-          }
-          return FunctionError(message);
-        }
-        case FrameType::kCall: {
-          Frame result = HostCall(*frame, host);
-          if (Status sent = Send(result); !sent.ok()) return sent;
-          break;
-        }
-        default:
+  // What a frame other than a host call means at the end of a call.
+  Result<Reply> CallOutcome(const Frame& frame) {
+    switch (frame.type) {
+      case FrameType::kReply:
+        return ToReply(frame);
+      case FrameType::kError: {
+        std::string message = Truncate(frame.Get(Tag::kMessage, "handler failed"));
+        if (frame.Get(Tag::kKind) == "memory") {
           return Fail(
-              FunctionError(fmt::format("function process broke the protocol: frame type "
-                                        "{} during a call",
-                                        static_cast<int>(frame->type))));
+              ResourceExhausted(fmt::format("function exceeded its memory limit of {} ({})",
+                                            FormatByteSize(spec_->limits.memory_bytes), message)));
+        }
+        return FunctionError(message);
       }
+      default:
+        return Fail(FunctionError(
+            fmt::format("function process broke the protocol: frame type {} during a call",
+                        static_cast<int>(frame.type))));
     }
   }
 
-  bool Reusable() const override { return reusable_; }
-
-  std::uint64_t MemoryBytes() const override {
-    if (pid_ <= 0) return 0;
-    std::string path = fmt::format("/proc/{}/statm", pid_);
-    FILE* f = std::fopen(path.c_str(), "re");
-    if (!f) return 0;
-    unsigned long size = 0, resident = 0;
-    int n = std::fscanf(f, "%lu %lu", &size, &resident);
-    std::fclose(f);
-    return n == 2 ? static_cast<std::uint64_t>(resident) * ::sysconf(_SC_PAGESIZE) : 0;
+  std::chrono::milliseconds StartupTime() const {
+    return std::max(spec_->limits.timeout, kMinStartupTime);
   }
 
- private:
+  // The ready frame's verdict; the process is killed when it is not ready.
+  Status CheckReady(Result<Frame> ready, std::chrono::milliseconds startup) {
+    auto not_ready = [&](std::string why) {
+      Terminate();
+      return InvalidArgument(std::move(why));
+    };
+    if (!ready.ok()) {
+      if (ready.status().code() == StatusCode::kDeadlineExceeded) {
+        return not_ready(fmt::format("function process did not say it was ready within {}",
+                                     FormatDuration(startup)));
+      }
+      return not_ready(ready.status().message());
+    }
+    if (ready->type == FrameType::kError) {
+      return not_ready(Truncate(ready->Get(Tag::kMessage, "the handler did not load")));
+    }
+    if (ready->type != FrameType::kReady) {
+      return not_ready("function process broke the protocol: its first frame is not 'ready'");
+    }
+    return Status::Ok();
+  }
+
+  // --- Asynchronous waits: one at a time (a start or a call), on the shard's io_context. Each
+  // wait has a generation; handlers of an earlier wait (cancelled) see another and do nothing.
+  enum class WaitMode { kNone, kStart, kInvoke };
+
+  void BeginWait(asio::io_context& io, WaitMode mode, Clock::time_point deadline, HostApi* host) {
+    if (!sock_desc_) sock_desc_.emplace(io, sock_);
+    if (!err_desc_ && stderr_ >= 0) err_desc_.emplace(io, stderr_);
+    if (!timer_) timer_.emplace(io);
+    mode_ = mode;
+    wait_host_ = host;
+    const std::uint64_t generation = ++generation_;
+    timer_->expires_at(deadline);
+    timer_->async_wait([this, alive = alive_, generation](boost::system::error_code ec) {
+      if (ec || !*alive || generation != generation_) return;
+      WaitFailed(Fail(DeadlineExceeded(
+          fmt::format("function exceeded its {} timeout", FormatDuration(spec_->limits.timeout)))));
+    });
+    ReadStderr(generation);
+    DeliverFrames(generation);
+  }
+
+  // Ends the current wait: cancels its reads and timer. The completion is called after this.
+  void EndWait() {
+    ++generation_;
+    mode_ = WaitMode::kNone;
+    wait_host_ = nullptr;
+    if (timer_) timer_->cancel();
+    boost::system::error_code ignored;
+    if (sock_desc_) sock_desc_->cancel(ignored);
+    if (err_desc_) err_desc_->cancel(ignored);
+  }
+
+  void DeliverFrames(std::uint64_t generation) {
+    // A completion may destroy this instance (the pool drops it): check before every step.
+    const std::shared_ptr<bool> alive = alive_;
+    while (*alive && generation == generation_) {
+      Result<std::optional<Frame>> next = decoder_.Next();
+      if (!next.ok()) {
+        return WaitFailed(
+            Fail(FunctionError("function process broke the protocol: " + next.status().message())));
+      }
+      if (!next->has_value()) return ReadSocket(generation);
+      OnFrame(std::move(**next));
+    }
+  }
+
+  void ReadSocket(std::uint64_t generation) {
+    if (!sock_desc_) return WaitFailed(Crashed());
+    sock_desc_->async_read_some(
+        asio::buffer(read_buffer_),
+        [this, alive = alive_, generation](boost::system::error_code ec, std::size_t n) {
+          if (!*alive || generation != generation_ || ec == asio::error::operation_aborted) return;
+          if (ec || n == 0) return WaitFailed(Crashed());
+          decoder_.Feed(std::string_view(read_buffer_.data(), n));
+          DeliverFrames(generation);
+        });
+  }
+
+  void ReadStderr(std::uint64_t generation) {
+    if (!err_desc_) return;
+    err_desc_->async_read_some(
+        asio::buffer(err_buffer_),
+        [this, alive = alive_, generation](boost::system::error_code ec, std::size_t n) {
+          if (!*alive || generation != generation_ || ec == asio::error::operation_aborted) return;
+          if (ec || n == 0) {  // the process closed stderr (it is exiting)
+            err_desc_->release();
+            err_desc_.reset();
+            ::close(stderr_);
+            stderr_ = -1;
+            return;
+          }
+          AppendStderr(std::string_view(err_buffer_.data(), n), wait_host_);
+          ReadStderr(generation);
+        });
+  }
+
+  void OnFrame(Frame frame) {
+    if (mode_ == WaitMode::kStart) {
+      return CompleteStart(CheckReady(std::move(frame), StartupTime()));
+    }
+    if (frame.type == FrameType::kCall) {
+      Frame result = HostCall(frame, *wait_host_);
+      if (Status sent = Send(result); !sent.ok()) return CompleteInvoke(sent);
+      return;  // DeliverFrames goes on reading
+    }
+    CompleteInvoke(CallOutcome(frame));
+  }
+
+  void WaitFailed(Status status) {
+    if (mode_ == WaitMode::kStart)
+      return CompleteStart(CheckReady(std::move(status), StartupTime()));
+    if (mode_ == WaitMode::kInvoke) return CompleteInvoke(std::move(status));
+  }
+
+  void CompleteStart(Status status) {
+    auto done = std::move(start_done_);
+    start_done_ = nullptr;
+    EndWait();
+    if (done) done(std::move(status));
+  }
+
+  void CompleteInvoke(Result<Reply> reply) {
+    auto done = std::move(invoke_done_);
+    invoke_done_ = nullptr;
+    EndWait();
+    if (done) done(std::move(reply));
+  }
+
   Status Spawn(const std::string& path, const std::vector<std::string>& args,
                const std::vector<std::string>& env, const std::string& code_dir,
                const std::string& tmp_dir) {
@@ -590,27 +772,6 @@ class ProcessInstance final : public Instance {
     if (landlock >= 0) ::close(landlock);
     if (pid < 0) return IoError("fork: " + Errno(fork_errno));
     pid_ = pid;
-
-    const auto startup = std::max(spec_->limits.timeout, kMinStartupTime);
-    Result<Frame> ready = ReadFrame(Clock::now() + startup, nullptr);
-    auto not_ready = [&](std::string why) {
-      Terminate();
-      return InvalidArgument(std::move(why));
-    };
-    if (!ready.ok()) {
-      if (ready.status().code() == StatusCode::kDeadlineExceeded) {
-        return not_ready(fmt::format(
-            "function process did not say it was ready within {}",
-            FormatDuration(std::chrono::duration_cast<std::chrono::milliseconds>(startup))));
-      }
-      return not_ready(ready.status().message());
-    }
-    if (ready->type == FrameType::kError) {
-      return not_ready(Truncate(ready->Get(Tag::kMessage, "the handler did not load")));
-    }
-    if (ready->type != FrameType::kReady) {
-      return not_ready("function process broke the protocol: its first frame is not 'ready'");
-    }
     return Status::Ok();
   }
 
@@ -660,16 +821,20 @@ class ProcessInstance final : public Instance {
     while (true) {
       ssize_t n = ::read(stderr_, buf, sizeof buf);
       if (n <= 0) break;
-      stderr_line_.append(buf, n);
-      tail_.append(buf, n);
-      if (tail_.size() > 2 * kStderrTail) tail_.erase(0, tail_.size() - kStderrTail);
-      std::size_t nl;
-      while ((nl = stderr_line_.find('\n')) != std::string::npos ||
-             stderr_line_.size() > kMaxLogLine) {
-        std::size_t end = nl == std::string::npos ? kMaxLogLine : nl;
-        if (host) host->Log(LogLevel::kInfo, std::string_view(stderr_line_).substr(0, end));
-        stderr_line_.erase(0, std::min(stderr_line_.size(), end + 1));
-      }
+      AppendStderr(std::string_view(buf, static_cast<std::size_t>(n)), host);
+    }
+  }
+
+  void AppendStderr(std::string_view bytes, HostApi* host) {
+    stderr_line_.append(bytes);
+    tail_.append(bytes);
+    if (tail_.size() > 2 * kStderrTail) tail_.erase(0, tail_.size() - kStderrTail);
+    std::size_t nl;
+    while ((nl = stderr_line_.find('\n')) != std::string::npos ||
+           stderr_line_.size() > kMaxLogLine) {
+      std::size_t end = nl == std::string::npos ? kMaxLogLine : nl;
+      if (host) host->Log(LogLevel::kInfo, std::string_view(stderr_line_).substr(0, end));
+      stderr_line_.erase(0, std::min(stderr_line_.size(), end + 1));
     }
   }
 
@@ -702,6 +867,7 @@ class ProcessInstance final : public Instance {
       if (fds[1].revents != 0) {
         DrainStderr(host);
         if (fds[1].revents & (POLLHUP | POLLERR)) {
+          if (err_desc_) err_desc_->release(), err_desc_.reset();  // it must not keep the fd
           ::close(stderr_);
           stderr_ = -1;
         }
@@ -868,6 +1034,10 @@ class ProcessInstance final : public Instance {
       }
       pid_ = -1;
     }
+    // The descriptors do not own the fds: release them (cancelling their reads) before closing.
+    if (timer_) timer_->cancel();
+    if (sock_desc_) sock_desc_->release(), sock_desc_.reset();
+    if (err_desc_) err_desc_->release(), err_desc_.reset();
     if (sock_ >= 0) ::close(sock_), sock_ = -1;
     if (stderr_ >= 0) ::close(stderr_), stderr_ = -1;
   }
@@ -884,6 +1054,18 @@ class ProcessInstance final : public Instance {
   process::FrameDecoder decoder_;
   std::string stderr_line_;
   std::string tail_;
+  // Asynchronous mode (StartAsync, InvokeAsync); made on first use.
+  std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
+  std::optional<asio::posix::stream_descriptor> sock_desc_;
+  std::optional<asio::posix::stream_descriptor> err_desc_;
+  std::optional<asio::steady_timer> timer_;
+  std::uint64_t generation_ = 0;
+  WaitMode mode_ = WaitMode::kNone;
+  HostApi* wait_host_ = nullptr;
+  std::function<void(Status)> start_done_;
+  InvokeDone invoke_done_;
+  std::array<char, 65536> read_buffer_;
+  std::array<char, 4096> err_buffer_;
 };
 
 class ProcessRuntime final : public Runtime {
@@ -902,6 +1084,17 @@ class ProcessRuntime final : public Runtime {
     auto instance = std::make_unique<ProcessInstance>(shared_, spec);
     RETURN_IF_ERROR(instance->Start(function_dir));
     return InstancePtr(std::move(instance));
+  }
+
+  void CreateInstanceAsync(const FunctionSpecPtr& spec, const std::string& function_dir,
+                           asio::io_context& io, CreateDone done) override {
+    // The instance owns the wait that completes it; it is handed over (or deleted) then.
+    auto* instance = new ProcessInstance(shared_, spec);
+    instance->StartAsync(function_dir, io, [instance, done = std::move(done)](Status status) {
+      InstancePtr owned(instance);
+      if (!status.ok()) return done(status);
+      done(std::move(owned));
+    });
   }
 
  private:
