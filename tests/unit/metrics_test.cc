@@ -54,6 +54,34 @@ TEST(MetricsTest, SumsShardsAndRendersPrometheusText) {
   EXPECT_TRUE(has("# TYPE wisp_function_duration_seconds histogram"));
 }
 
+TEST(MetricsTest, RendersLifecycleSeriesSummedOverShards) {
+  MetricsRegistry registry(2);
+  auto fm = registry.ForFunction("py", "process");
+  fm->shard(0).warm_starts.Add(5);
+  fm->shard(1).warm_starts.Add(2);
+  fm->shard(1).rejected.Add(3);
+  fm->shard(0).queue_depth = 4;
+  fm->shard(1).queue_depth = 1;
+  fm->shard(0).instances_by_state[1] = 2;  // idle
+  fm->shard(1).instances_by_state[1] = 1;
+  fm->shard(1).instances_by_state[3] = 1;  // draining
+  fm->shard(0).queue_wait.Record(microseconds(30));
+  const std::string text = registry.RenderPrometheus("v", "c");
+  auto has = [&](const std::string& line) { return text.find(line + "\n") != std::string::npos; };
+  EXPECT_TRUE(has("wisp_function_warm_starts_total{function=\"py\",runtime=\"process\"} 7"));
+  EXPECT_TRUE(has("wisp_function_rejected_total{function=\"py\"} 3"));
+  EXPECT_TRUE(has("wisp_function_queue_depth{function=\"py\"} 5"));
+  EXPECT_TRUE(has(
+      "wisp_function_instances_by_state{function=\"py\",runtime=\"process\",state=\"idle\"} 3"));
+  EXPECT_TRUE(
+      has("wisp_function_instances_by_state{function=\"py\",runtime=\"process\","
+          "state=\"draining\"} 1"));
+  EXPECT_TRUE(
+      has("wisp_function_instances_by_state{function=\"py\",runtime=\"process\","
+          "state=\"busy\"} 0"));
+  EXPECT_TRUE(has("wisp_function_queue_seconds_count{function=\"py\"} 1"));
+}
+
 TEST(MetricsTest, RedeployKeepsCountersAndDeleteForgets) {
   MetricsRegistry registry(1);
   registry.ForFunction("f", "lua")->shard(0).trigger(TriggerKind::kHttp).ok.Add(7);
