@@ -101,6 +101,7 @@ void KpaAutoscaler::RecordIdle(PolicyTimeMs at) {
   warm_window_ = policy_->OnIdle(app_, at);
   idle_since_ms_ = at;
   in_flight_ = false;
+  ever_invoked_ = true;  // an idle without its arrival still means the function ran
 }
 
 double KpaAutoscaler::WindowAverage(PolicyTimeMs now, PolicyTimeMs window) const {

@@ -126,6 +126,18 @@ TEST(AutoscalerTest, BurstPanicsNeverScalesDownInPanicAndExitsAfterAStableWindow
   EXPECT_EQ(d.at[200].instances, 1);
 }
 
+TEST(AutoscalerTest, BurstFromZeroPanicsAsIfOneInstanceWereReady) {
+  FixedKeepAlivePolicy policy(10 * kMsPerMinute);
+  Driver d(UnitTargetConfig(), &policy);
+  d.Tick(0);
+  EXPECT_EQ(d.at[0].instances, 0);
+  // Five calls queued at zero: 5 / 1 per instance = 5, and 5 / max(0, 1) >= 2: panic.
+  d.Run(1, 1, [](int) { return 5.0; });
+  EXPECT_EQ(d.at[1].instances, 5);
+  EXPECT_EQ(d.at[1].reason, ScaleReason::kPanic);
+  EXPECT_EQ(d.at[1].detail, "panic: 5.00 in flight over 6s / 1.00 per instance");
+}
+
 TEST(AutoscalerTest, ScaleUpRateLimitsEachStepEvenInPanic) {
   FixedKeepAlivePolicy policy(10 * kMsPerMinute);
   AutoscalerConfig config = UnitTargetConfig();
