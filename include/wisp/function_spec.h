@@ -10,7 +10,7 @@
 //       command: [python3, main.py]   # runtime: process only; optional
 //       environment: { VIBRATION_LIMIT: "7.1" }
 //       limits: { memory: 32Mi, timeout: 2s }
-//       concurrency: { max: 4 }
+//       concurrency: { max: 4, target: 2 }
 //       scale: { min: 1, max: 8 }
 //       auth: public            # or token
 //
@@ -140,8 +140,11 @@ struct FunctionSpec {
   std::map<std::string, std::string> labels;
   FunctionLimits limits;
   int concurrency_max = 1;  // calls in flight per instance
-  int scale_min = 1;        // instances kept warm per shard
-  int scale_max = 8;        // instances per shard at most
+  // `concurrency.target`: the calls in flight per instance the autoscaler aims for (1 to
+  // concurrency_max); 0 when absent (the autoscaler then aims for 70% of concurrency_max).
+  int concurrency_target = 0;
+  int scale_min = 1;  // instances kept warm per shard
+  int scale_max = 8;  // instances per shard at most
   // Calls that may wait per shard for a free instance (scale.queue); past it: 429.
   int scale_queue = 100;
   AuthMode auth = AuthMode::kPublic;

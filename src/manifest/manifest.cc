@@ -502,6 +502,7 @@ class ManifestParser {
       return Error(target_path, fmt::format("{} is greater than concurrency.max ({})",
                                             *concurrency_target, spec.concurrency_max));
     }
+    if (concurrency_target) spec.concurrency_target = static_cast<int>(*concurrency_target);
     return spec;
   }
 

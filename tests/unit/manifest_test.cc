@@ -72,6 +72,7 @@ TEST(ManifestTest, ParsesEveryKey) {
   EXPECT_EQ(f.limits.memory_bytes, 32u << 20);
   EXPECT_EQ(f.limits.timeout, milliseconds(2000));
   EXPECT_EQ(f.concurrency_max, 4);
+  EXPECT_EQ(f.concurrency_target, 2);
   EXPECT_EQ(f.scale_min, 0);
   EXPECT_EQ(f.scale_max, 8);
   EXPECT_EQ(f.auth, AuthMode::kToken);
