@@ -265,6 +265,11 @@ void Shard::HandleInvoke(const Route& route, HttpRequest& request, HttpResponse&
 
 void Shard::Admit(const PendingInvokePtr& call) {
   const FunctionInstancesPtr fi = call->target;
+  // The common case, a free instance and nobody waiting, needs no queue entry.
+  if (const auto id = fi->pool.TryAcquire()) {
+    PublishGauges(*fi);
+    return RunOn(call, *id);
+  }
   auto admitted = fi->pool.Admit([this, call](Result<InstancePool::InstanceId> instance) {
     RunOn(call, std::move(instance));
   });
