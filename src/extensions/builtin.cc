@@ -2,6 +2,7 @@
 
 #include <mutex>
 
+#include "inference/opencv/opencv_backend.h"
 #include "runtime/lua/lua_runtime.h"
 #include "runtime/process/process_runtime.h"
 #include "state/sqlite/sqlite_store.h"
@@ -16,6 +17,7 @@ void RegisterBuiltinExtensions() {
     RegisterProcessRuntime();
     RegisterSqliteStateBackend();
     RegisterBuiltinKeepAlivePolicies();
+    RegisterOpenCvInferenceBackend();
   });
 }
 

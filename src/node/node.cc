@@ -20,6 +20,7 @@
 
 #include "archive/event_archive.h"
 #include "extensions/builtin.h"
+#include "models/model_store.h"
 #include "node/mqtt_triggers.h"
 #include "node/node.h"
 #include "node/shard.h"
@@ -119,6 +120,7 @@ int RunNode(const NodeConfig& input_config) {
   if (!backend.ok()) return fail(backend.status().WithContext("state backend"));
 
   FunctionCatalog catalog(config.data_dir, &metrics);
+  ModelStore models(config.data_dir);
   catalog.LoadFromDisk();
 
   std::unique_ptr<EventArchive> archive;
@@ -139,6 +141,7 @@ int RunNode(const NodeConfig& input_config) {
   services.archive = archive.get();
   services.config = &config;
   services.catalog = &catalog;
+  services.models = &models;
   services.metrics = &metrics;
   services.state_backend = backend->get();
   services.token = *token;

@@ -45,6 +45,8 @@ struct MqttDelivery {
 };
 
 // What every shard shares. Owned by RunNode, outlives the shards; all members thread-safe.
+class ModelStore;
+
 struct NodeServices {
   const NodeConfig* config = nullptr;
   FunctionCatalog* catalog = nullptr;
@@ -64,6 +66,8 @@ struct NodeServices {
   HttpActions* http_actions = nullptr;
   // Durable async invocations; null only in tests that build a shard by hand.
   AsyncCalls* async_calls = nullptr;
+  // The model registry (models/model_store.h); null only in tests that build a shard by hand.
+  ModelStore* models = nullptr;
   // Records a dead letter beyond the function's log (a dead-letter topic); may be empty.
   std::function<void(const std::string& function, const MqttDelivery&, const Status& why)>
       dead_letter;
@@ -181,6 +185,8 @@ class Shard final : public HttpHandler {
   void HandleHealth(HttpResponse& response);
   void HandleMetrics(HttpResponse& response);
   void HandleEvents(const Route& route, HttpResponse& response);  // node/events_api.cc
+  void HandleModels(const Route& route, HttpRequest& request,
+                    HttpResponse& response);  // node/models_api.cc
 
   const int index_;
   NodeServices& services_;
