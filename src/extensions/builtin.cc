@@ -4,6 +4,7 @@
 
 #include "inference/opencv/opencv_backend.h"
 #include "runtime/lua/lua_runtime.h"
+#include "runtime/model/model_runtime.h"
 #include "runtime/process/process_runtime.h"
 #include "state/sqlite/sqlite_store.h"
 #include "wisp/keepalive_policy.h"
@@ -18,6 +19,7 @@ void RegisterBuiltinExtensions() {
     RegisterSqliteStateBackend();
     RegisterBuiltinKeepAlivePolicies();
     RegisterOpenCvInferenceBackend();
+    RegisterModelRuntime();
   });
 }
 

@@ -142,7 +142,9 @@ json TensorToJson(const Tensor& tensor) {
 Result<NamedTensors> InputsFromJson(const json& value, const ModelInfo& model) {
   NamedTensors inputs;
   if (value.is_object()) {
-    for (const auto& [name, item] : value.items()) {
+    for (const auto& entry : value.items()) {
+      const std::string& name = entry.key();
+      const json& item = entry.value();
       auto declared = std::find_if(model.inputs.begin(), model.inputs.end(),
                                    [&](const TensorInfo& info) { return info.name == name; });
       if (declared == model.inputs.end()) {

@@ -24,6 +24,7 @@
 #include "node/mqtt_triggers.h"
 #include "node/node.h"
 #include "node/shard.h"
+#include "runtime/model/model_runtime.h"
 
 namespace wisp {
 namespace fs = std::filesystem;
@@ -121,6 +122,7 @@ int RunNode(const NodeConfig& input_config) {
 
   FunctionCatalog catalog(config.data_dir, &metrics);
   ModelStore models(config.data_dir);
+  SetModelRuntimeStore(&models);
   catalog.LoadFromDisk();
 
   std::unique_ptr<EventArchive> archive;

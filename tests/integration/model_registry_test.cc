@@ -110,5 +110,53 @@ TEST_F(ModelRegistryTest, ControlRoutesNeedTheToken) {
   EXPECT_EQ(list->status, 401);
 }
 
+// Model functions deployed as users would: the pump example names a pushed model, the feeder
+// example ships its model; both answer as numpy does.
+TEST_F(ModelRegistryTest, DeployedModelFunctionsAnswerLikeNumpy) {
+  CommandResult pushed =
+      Cli({"model", "push", "pump-ae", Model("pump_autoencoder.onnx"), "--version", "1"});
+  ASSERT_EQ(pushed.exit_code, 0) << pushed.err;
+  for (const char* example : {"pump-autoencoder", "feeder-classifier"}) {
+    CommandResult deployed = Cli({"deploy", SourceDir() + "/examples/" + example});
+    ASSERT_EQ(deployed.exit_code, 0) << deployed.out << deployed.err;
+  }
+  const HttpHeaders json_type = {{"Content-Type", "application/json"}};
+
+  json pump = json::parse(ReadTextFile(Model("pump_autoencoder.expected.json")));
+  for (std::size_t i = 0; i < pump["cases"].size(); ++i) {
+    json event = {{"pump", "p1"}, {"bands", pump["cases"][i]["inputs"]["x"]["data"]}};
+    auto reply =
+        node_->Request("POST", "/v1/functions/pump-autoencoder/invoke", event.dump(), json_type);
+    ASSERT_TRUE(reply.ok()) << reply.status().ToString();
+    ASSERT_EQ(reply->status, 200) << reply->body;
+    json body = json::parse(reply->body);
+    const double mse = pump["mse"][i].get<double>();
+    EXPECT_NEAR(body["error"].get<double>(), mse, 1e-5 + mse * 1e-3) << body;
+    EXPECT_EQ(body["anomaly"].get<bool>(), mse > 0.001) << body;
+  }
+
+  json feeder = json::parse(ReadTextFile(Model("feeder_classifier.expected.json")));
+  const std::vector<std::string> labels = {"normal", "sag", "swell"};
+  for (std::size_t c = 0; c < feeder["cases"].size(); ++c) {
+    auto features = feeder["cases"][c]["inputs"]["x"]["data"].get<std::vector<double>>();
+    auto probabilities =
+        feeder["cases"][c]["outputs"]["probabilities"]["data"].get<std::vector<double>>();
+    HttpResponse last;
+    for (double feature : features) {
+      json event = {{"feeder", "f" + std::to_string(c)}, {"voltage", feature / 10.0 + 1.0}};
+      auto reply =
+          node_->Request("POST", "/v1/functions/feeder-classifier/invoke", event.dump(), json_type);
+      ASSERT_TRUE(reply.ok()) << reply.status().ToString();
+      last = *reply;
+    }
+    ASSERT_EQ(last.status, 200) << last.body;
+    json body = json::parse(last.body);
+    auto best =
+        std::max_element(probabilities.begin(), probabilities.end()) - probabilities.begin();
+    EXPECT_EQ(body["label"], labels[best]) << body;
+    EXPECT_NEAR(body["confidence"].get<double>(), probabilities[best], 1e-4);
+  }
+}
+
 }  // namespace
 }  // namespace wisp::testing

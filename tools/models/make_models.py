@@ -295,6 +295,12 @@ def main():
     make_pump_autoencoder(np.random.default_rng(5))
     make_feeder_classifier(np.random.default_rng(6))
     make_cnn1d_medium(np.random.default_rng(7))
+    # examples/feeder-classifier deploys its model with the function.
+    example = os.path.join(ROOT, "examples", "feeder-classifier", "feeder_classifier.onnx")
+    if os.path.isdir(os.path.dirname(example)):
+        with open(os.path.join(OUT_DIR, "feeder_classifier.onnx"), "rb") as src:
+            with open(example, "wb") as dst:
+                dst.write(src.read())
     # Gemm with untransposed constant weights and a bias (transB=0, as some exporters write it):
     # valid ONNX that OpenCV 4.6's importer refuses.
     rng = np.random.default_rng(8)
