@@ -10,6 +10,7 @@
 #include "inference/tensor_json.h"
 #include "models/model_store.h"
 #include "node/shard.h"
+#include "runtime/model/model_runtime.h"
 
 namespace wisp {
 namespace http = boost::beast::http;
@@ -25,6 +26,10 @@ void SetJsonBody(HttpResponse& response, http::status status, const json& body) 
 }
 
 }  // namespace
+
+Result<std::string> Shard::Host::Infer(std::string_view model, std::string_view inputs_json) {
+  return InferWithThreadSessions(shard_.services_.models, model, inputs_json);
+}
 
 void Shard::HandleModels(const Route& route, HttpRequest& request, HttpResponse& response) {
   ModelStore* store = services_.models;

@@ -131,6 +131,8 @@ class Shard final : public HttpHandler {
     std::chrono::system_clock::time_point Now() const override;
     Status HttpPost(std::string_view url, std::string_view body,
                     const HttpPostOptions& options) override;
+    Result<std::string> Infer(std::string_view model,
+                              std::string_view inputs_json) override;  // node/models_api.cc
 
    private:
     Shard& shard_;

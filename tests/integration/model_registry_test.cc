@@ -158,5 +158,47 @@ TEST_F(ModelRegistryTest, DeployedModelFunctionsAnswerLikeNumpy) {
   }
 }
 
+// Lua's ctx.infer runs a pushed model with the shard's session.
+TEST_F(ModelRegistryTest, LuaCtxInferRunsAPushedModel) {
+  CommandResult pushed = Cli({"model", "push", "mlp", Model("mlp.onnx")});
+  ASSERT_EQ(pushed.exit_code, 0) << pushed.err;
+  tmp_.Write("lua-infer/wisp.yaml",
+             "version: 1\n"
+             "functions:\n"
+             "  lua-infer:\n"
+             "    runtime: lua\n"
+             "    handler: ./handler.lua:handle\n");
+  tmp_.Write("lua-infer/handler.lua",
+             "local M = {}\n"
+             "function M.handle(event, ctx)\n"
+             "  local out = ctx.infer(event.json.model, event.json.x)\n"
+             "  return { status = 200, body = { y = out.y } }\n"
+             "end\n"
+             "return M\n");
+  CommandResult deployed = Cli({"deploy", tmp_.path() + "/lua-infer"});
+  ASSERT_EQ(deployed.exit_code, 0) << deployed.out << deployed.err;
+  const HttpHeaders json_type = {{"Content-Type", "application/json"}};
+
+  json expected = json::parse(ReadTextFile(Model("mlp.expected.json")));
+  for (const json& test_case : expected["cases"]) {
+    json event = {{"model", "mlp@1"}, {"x", json::array({test_case["inputs"]["x"]["data"]})}};
+    auto reply = node_->Request("POST", "/v1/functions/lua-infer/invoke", event.dump(), json_type);
+    ASSERT_TRUE(reply.ok()) << reply.status().ToString();
+    ASSERT_EQ(reply->status, 200) << reply->body;
+    json got = json::parse(reply->body)["y"];
+    const json& want = test_case["outputs"]["y"]["data"];
+    ASSERT_EQ(got.size(), 1u) << reply->body;
+    ASSERT_EQ(got[0].size(), want.size()) << reply->body;
+    for (std::size_t i = 0; i < want.size(); ++i) {
+      EXPECT_NEAR(got[0][i].get<double>(), want[i].get<double>(), 1e-4);
+    }
+  }
+  json unknown = {{"model", "nope"}, {"x", json::array({json::array({1, 2, 3, 4})})}};
+  auto reply = node_->Request("POST", "/v1/functions/lua-infer/invoke", unknown.dump(), json_type);
+  ASSERT_TRUE(reply.ok());
+  EXPECT_EQ(reply->status, 500) << reply->body;
+  EXPECT_NE(reply->body.find("no model named 'nope'"), std::string::npos) << reply->body;
+}
+
 }  // namespace
 }  // namespace wisp::testing

@@ -375,7 +375,40 @@ class ModelRuntime final : public Runtime {
   std::map<std::string, std::shared_ptr<Windows>> windows_;
 };
 
+struct CachedSession {
+  std::shared_ptr<ModelSession> session;
+  std::string sha256;
+  std::chrono::steady_clock::time_point resolved_at;
+};
+
 }  // namespace
+
+Result<std::string> InferWithThreadSessions(ModelStore* store, std::string_view model,
+                                            std::string_view inputs_json) {
+  if (store == nullptr) return Unavailable("this node has no model registry");
+  thread_local std::map<std::string, CachedSession, std::less<>> cache;
+  const auto now = std::chrono::steady_clock::now();
+  auto it = cache.find(model);
+  const bool pinned = model.find('@') != std::string_view::npos;
+  if (it == cache.end() || (!pinned && now - it->second.resolved_at > std::chrono::seconds(5))) {
+    ASSIGN_OR_RETURN(ModelMetadata metadata, store->Describe(model));
+    if (it == cache.end() || it->second.sha256 != metadata.sha256) {
+      const std::string ref = metadata.name + "@" + metadata.version;
+      ASSIGN_OR_RETURN(LoadedModel loaded, store->Load(ref));
+      CachedSession entry{std::shared_ptr<ModelSession>(std::move(loaded.session)),
+                          loaded.metadata.sha256, now};
+      it = cache.insert_or_assign(std::string(model), std::move(entry)).first;
+    } else {
+      it->second.resolved_at = now;
+    }
+  }
+  json doc = json::parse(inputs_json, nullptr, /*allow_exceptions=*/false);
+  if (doc.is_discarded()) return InvalidArgument("inputs are not JSON");
+  ModelSession& session = *it->second.session;
+  ASSIGN_OR_RETURN(NamedTensors inputs, InputsFromJson(doc, session.Info()));
+  ASSIGN_OR_RETURN(NamedTensors outputs, session.Run(inputs));
+  return TensorsToJson(outputs).dump();
+}
 
 RuntimePtr MakeModelRuntime(ModelStore* store) {
   return std::make_shared<ModelRuntime>(store, /*use_global=*/false);

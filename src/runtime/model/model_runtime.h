@@ -47,6 +47,12 @@ RuntimePtr MakeModelRuntime(ModelStore* store);
 // The store the registered "model" runtime uses; set by the node before it deploys anything.
 void SetModelRuntimeStore(ModelStore* store);
 
+// HostApi::Infer for hosts backed by `store` (Lua's ctx.infer): sessions are cached per thread
+// (a shard) and reference; a reference without a version is re-resolved at most every 5 s, so a
+// newly pushed version is picked up without a registry read on every call.
+Result<std::string> InferWithThreadSessions(ModelStore* store, std::string_view model,
+                                            std::string_view inputs_json);
+
 // Registers "model" in RuntimeRegistry::Get() (using the store set above at each
 // CreateInstance). Calling it again is harmless.
 void RegisterModelRuntime();
