@@ -69,6 +69,15 @@ class HostApi {
     (void)url, (void)body, (void)options;
     return PermissionDenied("HTTP actions are not available here");
   }
+  // Runs the registry model `model` (NAME or NAME@VERSION) on `inputs_json` (nested arrays, or
+  // {"input name": nested arrays}; inference/tensor_json.h) with this shard's session for it,
+  // and returns the outputs as JSON text {"output name": nested arrays}. NotFound for an
+  // unknown model, InvalidArgument for inputs that do not fit it. Hosts without a model
+  // registry answer Unavailable.
+  virtual Result<std::string> Infer(std::string_view model, std::string_view inputs_json) {
+    (void)model, (void)inputs_json;
+    return Unavailable("models are not available here");
+  }
 };
 
 class Instance {

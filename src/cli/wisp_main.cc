@@ -13,6 +13,7 @@
 #include "cli/client_config.h"
 #include "cli/commands.h"
 #include "cli/events_command.h"
+#include "cli/model_command.h"
 #include "cli/sim_command.h"
 #include "node/node.h"
 #include "node/node_flags.h"
@@ -120,6 +121,7 @@ int main(int argc, char** argv) {
   auto* health = app.add_subcommand("health", "Check that the node is up");
   add_output(health);
   wisp::AddEventsCommand(app, inputs, timeout_s);
+  wisp::AddModelCommand(app, inputs, timeout_s);
 
   wisp::SimCommand sim(app);
 

@@ -2,7 +2,9 @@
 
 #include <mutex>
 
+#include "inference/opencv/opencv_backend.h"
 #include "runtime/lua/lua_runtime.h"
+#include "runtime/model/model_runtime.h"
 #include "runtime/process/process_runtime.h"
 #include "state/sqlite/sqlite_store.h"
 #include "wisp/keepalive_policy.h"
@@ -16,6 +18,8 @@ void RegisterBuiltinExtensions() {
     RegisterProcessRuntime();
     RegisterSqliteStateBackend();
     RegisterBuiltinKeepAlivePolicies();
+    RegisterOpenCvInferenceBackend();
+    RegisterModelRuntime();
   });
 }
 

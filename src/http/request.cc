@@ -1,5 +1,7 @@
 #include "http/request.h"
 
+#include <algorithm>
+
 #include <fmt/format.h>
 
 namespace wisp {
@@ -21,6 +23,12 @@ Route RouteTarget(std::string_view target) {
   }
   if (target == "/v1/events") {
     route.kind = RouteKind::kEvents;
+    return route;
+  }
+  constexpr std::string_view kModels = "/v1/models";
+  if (target == kModels || target.starts_with("/v1/models/")) {
+    route.kind = RouteKind::kModels;
+    route.name = target.substr(std::min(target.size(), kModels.size() + 1));
     return route;
   }
   constexpr std::string_view kCalls = "/v1/calls/";

@@ -23,6 +23,7 @@ enum class RouteKind {
   kFunctionInvokeAsync,  // /v1/functions/{name}/invoke-async
   kCall,                 // /v1/calls/{id}: an async invocation; `name` holds the id
   kEvents,               // /v1/events (the event archive)
+  kModels,               // /v1/models[/{ref}[/run]]: `name` holds what follows /v1/models/
 };
 
 struct Route {

@@ -102,8 +102,8 @@ std::uint64_t Shard::BodyLimit(const HttpRequestHead& head) const {
   const Route route = RouteTarget(head.target());
   // Only a caller holding the token may send a deploy-sized body; anyone else is held to the
   // invoke limit, so no stranger can make the node buffer megabytes before the 401.
-  if (route.kind == RouteKind::kFunctions && head.method() == http::verb::post &&
-      Authorized(head[http::field::authorization])) {
+  if ((route.kind == RouteKind::kFunctions || route.kind == RouteKind::kModels) &&
+      head.method() == http::verb::post && Authorized(head[http::field::authorization])) {
     return services_.config->http.max_deploy_body_bytes;
   }
   return services_.config->http.max_body_bytes;
@@ -170,6 +170,8 @@ void Shard::Handle(HttpRequest& request, HttpResponse& response) {
     case RouteKind::kEvents:
       if (method == http::verb::get) return HandleEvents(route, response);
       return method_not_allowed("GET");
+    case RouteKind::kModels:
+      return HandleModels(route, request, response);
     default:
       return SetErrorResponse(Internal("unrouted request"), response);
   }

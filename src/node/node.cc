@@ -20,9 +20,11 @@
 
 #include "archive/event_archive.h"
 #include "extensions/builtin.h"
+#include "models/model_store.h"
 #include "node/mqtt_triggers.h"
 #include "node/node.h"
 #include "node/shard.h"
+#include "runtime/model/model_runtime.h"
 
 namespace wisp {
 namespace fs = std::filesystem;
@@ -119,6 +121,8 @@ int RunNode(const NodeConfig& input_config) {
   if (!backend.ok()) return fail(backend.status().WithContext("state backend"));
 
   FunctionCatalog catalog(config.data_dir, &metrics);
+  ModelStore models(config.data_dir);
+  SetModelRuntimeStore(&models);
   catalog.LoadFromDisk();
 
   std::unique_ptr<EventArchive> archive;
@@ -139,6 +143,7 @@ int RunNode(const NodeConfig& input_config) {
   services.archive = archive.get();
   services.config = &config;
   services.catalog = &catalog;
+  services.models = &models;
   services.metrics = &metrics;
   services.state_backend = backend->get();
   services.token = *token;

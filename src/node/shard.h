@@ -49,6 +49,8 @@ struct MqttDelivery {
 };
 
 // What every shard shares. Owned by RunNode, outlives the shards; all members thread-safe.
+class ModelStore;
+
 struct NodeServices {
   const NodeConfig* config = nullptr;
   FunctionCatalog* catalog = nullptr;
@@ -68,6 +70,8 @@ struct NodeServices {
   HttpActions* http_actions = nullptr;
   // Durable async invocations; null only in tests that build a shard by hand.
   AsyncCalls* async_calls = nullptr;
+  // The model registry (models/model_store.h); null only in tests that build a shard by hand.
+  ModelStore* models = nullptr;
   // Records a dead letter beyond the function's log (a dead-letter topic); may be empty.
   std::function<void(const std::string& function, const MqttDelivery&, const Status& why)>
       dead_letter;
@@ -151,6 +155,8 @@ class Shard final : public HttpHandler {
     std::chrono::system_clock::time_point Now() const override;
     Status HttpPost(std::string_view url, std::string_view body,
                     const HttpPostOptions& options) override;
+    Result<std::string> Infer(std::string_view model,
+                              std::string_view inputs_json) override;  // node/models_api.cc
 
    private:
     Shard& shard_;
@@ -234,6 +240,8 @@ class Shard final : public HttpHandler {
   void HandleHealth(HttpResponse& response);
   void HandleMetrics(HttpResponse& response);
   void HandleEvents(const Route& route, HttpResponse& response);  // node/events_api.cc
+  void HandleModels(const Route& route, HttpRequest& request,
+                    HttpResponse& response);  // node/models_api.cc
 
   const int index_;
   NodeServices& services_;

@@ -1409,7 +1409,8 @@ class LuaInstance final : public Instance {
                                   {"error", &LuaInstance::CtxLog<LogLevel::kError>},
                                   {"now", &LuaInstance::CtxNow},
                                   {"emit", &LuaInstance::CtxEmit},
-                                  {"http_post", &LuaInstance::CtxHttpPost}};
+                                  {"http_post", &LuaInstance::CtxHttpPost},
+                                  {"infer", &LuaInstance::CtxInfer}};
     for (const luaL_Reg& f : functions) {
       lua_pushcfunction(L, f.func);
       lua_setfield(L, -2, f.name);
@@ -1889,6 +1890,23 @@ class LuaInstance final : public Instance {
     Status status = host.Emit(std::string_view(topic, topic_len), payload, options);
     if (!status.ok()) return luaL_error(L, "ctx.emit: %s", status.message().c_str());
     return 0;
+  }
+
+  // ctx.infer(model, tensor): runs a registry model (NAME or NAME@VERSION) with the shard's
+  // session; `tensor` is nested arrays, or {input_name = nested arrays}. Returns
+  // {output_name = nested arrays}; raises with the reason when the model or inputs are wrong.
+  static int CtxInfer(lua_State* L) {
+    HostApi& host = RequireHost(L, "ctx.infer");
+    std::size_t model_len = 0;
+    const char* model = luaL_checklstring(L, 1, &model_len);
+    luaL_checktype(L, 2, LUA_TTABLE);
+    std::string inputs(PayloadArgument(L, 2, "ctx.infer"));
+    Result<std::string> outputs = host.Infer(std::string_view(model, model_len), inputs);
+    if (!outputs.ok()) return luaL_error(L, "ctx.infer: %s", outputs.status().message().c_str());
+    nlohmann::json doc = nlohmann::json::parse(*outputs, nullptr, /*allow_exceptions=*/false);
+    if (doc.is_discarded()) return luaL_error(L, "ctx.infer: the host returned no JSON");
+    PushJson(L, doc, 0);
+    return 1;
   }
 
   // ctx.http_post(url, body [, {content_type = ..., headers = {name = value}}]): true once

@@ -1,0 +1,20 @@
+// The model registry's stored metadata (src/models/model_store.h): never crashes, and what it
+// accepts survives a round trip.
+#include <cstddef>
+#include <cstdint>
+#include <cstdlib>
+#include <string_view>
+
+#include "models/model_store.h"
+
+extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
+  auto metadata =
+      wisp::ModelMetadataFromText(std::string_view(reinterpret_cast<const char*>(data), size));
+  if (!metadata.ok()) return 0;
+  auto again = wisp::ModelMetadataFromText(wisp::ModelMetadataToJson(*metadata).dump());
+  if (!again.ok() || again->sha256 != metadata->sha256 || again->version != metadata->version) {
+    std::abort();
+  }
+  (void)wisp::ParseModelRef(std::string_view(reinterpret_cast<const char*>(data), size));
+  return 0;
+}

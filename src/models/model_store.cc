@@ -1,0 +1,320 @@
+#include "models/model_store.h"
+
+#include <openssl/evp.h>
+
+#include <algorithm>
+#include <charconv>
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include <fmt/format.h>
+
+#include "inference/onnx_info.h"
+#include "inference/tensor_json.h"
+
+namespace wisp {
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace {
+
+constexpr std::size_t kMaxNameLength = 64;
+
+Result<std::string> ReadWholeFile(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return IoError(fmt::format("cannot read {}", path.string()));
+  std::ostringstream out;
+  out << in.rdbuf();
+  if (in.bad()) return IoError(fmt::format("cannot read {}", path.string()));
+  return out.str();
+}
+
+Status WriteWholeFile(const fs::path& path, std::string_view bytes) {
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+  out.close();
+  if (!out) return IoError(fmt::format("cannot write {}", path.string()));
+  return Status::Ok();
+}
+
+bool IsNumber(std::string_view text, std::uint64_t& value) {
+  auto [ptr, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+  return ec == std::errc() && ptr == text.data() + text.size();
+}
+
+template <typename T>
+Result<T> Field(const json& doc, const char* key) {
+  auto it = doc.find(key);
+  if (it == doc.end()) return InvalidArgument(fmt::format("model metadata: {} is missing", key));
+  try {
+    return it->get<T>();
+  } catch (const json::exception&) {
+    return InvalidArgument(fmt::format("model metadata: {} has the wrong type", key));
+  }
+}
+
+}  // namespace
+
+bool IsValidModelName(std::string_view text) {
+  if (text.empty() || text.size() > kMaxNameLength) return false;
+  if (text.front() == '.' || text.front() == '-') return false;
+  return std::all_of(text.begin(), text.end(), [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
+           c == '_' || c == '-';
+  });
+}
+
+Result<ModelRef> ParseModelRef(std::string_view text) {
+  ModelRef ref;
+  auto at = text.find('@');
+  ref.name = std::string(text.substr(0, at));
+  if (at != std::string_view::npos) ref.version = std::string(text.substr(at + 1));
+  if (!IsValidModelName(ref.name)) {
+    return InvalidArgument(fmt::format(
+        "'{}' is not a model name (1-64 of A-Z a-z 0-9 . _ -, not starting with . or -)",
+        ref.name));
+  }
+  if (at != std::string_view::npos && !IsValidModelName(ref.version)) {
+    return InvalidArgument(fmt::format(
+        "'{}' is not a model version (1-64 of A-Z a-z 0-9 . _ -, not starting with . or -)",
+        ref.version));
+  }
+  return ref;
+}
+
+std::string Sha256Hex(std::string_view bytes) {
+  unsigned char digest[EVP_MAX_MD_SIZE];
+  unsigned int length = 0;
+  EVP_Digest(bytes.data(), bytes.size(), digest, &length, EVP_sha256(), nullptr);
+  std::string hex;
+  hex.reserve(length * 2);
+  for (unsigned int i = 0; i < length; ++i) hex += fmt::format("{:02x}", digest[i]);
+  return hex;
+}
+
+json ModelMetadataToJson(const ModelMetadata& m) {
+  json doc = ModelInfoToJson(m.info);
+  doc["name"] = m.name;
+  doc["version"] = m.version;
+  doc["sha256"] = m.sha256;
+  doc["size_bytes"] = m.size_bytes;
+  doc["backend"] = m.backend;
+  doc["pushed_at_ms"] = m.pushed_at_ms;
+  doc["op_types"] = m.op_types;
+  doc["opset"] = m.opset;
+  doc["producer"] = m.producer;
+  return doc;
+}
+
+Result<ModelMetadata> ModelMetadataFromText(std::string_view text) {
+  json doc = json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (doc.is_discarded() || !doc.is_object()) {
+    return InvalidArgument("model metadata is not a JSON object");
+  }
+  ModelMetadata m;
+  ASSIGN_OR_RETURN(m.name, Field<std::string>(doc, "name"));
+  ASSIGN_OR_RETURN(m.version, Field<std::string>(doc, "version"));
+  ASSIGN_OR_RETURN(m.sha256, Field<std::string>(doc, "sha256"));
+  ASSIGN_OR_RETURN(m.size_bytes, Field<std::uint64_t>(doc, "size_bytes"));
+  ASSIGN_OR_RETURN(m.backend, Field<std::string>(doc, "backend"));
+  ASSIGN_OR_RETURN(m.pushed_at_ms, Field<std::int64_t>(doc, "pushed_at_ms"));
+  ASSIGN_OR_RETURN(m.op_types, Field<std::vector<std::string>>(doc, "op_types"));
+  ASSIGN_OR_RETURN(m.opset, Field<std::int64_t>(doc, "opset"));
+  ASSIGN_OR_RETURN(m.producer, Field<std::string>(doc, "producer"));
+  ASSIGN_OR_RETURN(m.info, ModelInfoFromJson(doc));
+  if (!IsValidModelName(m.name) || !IsValidModelName(m.version)) {
+    return InvalidArgument("model metadata: bad name or version");
+  }
+  if (m.sha256.size() != 64) return InvalidArgument("model metadata: sha256 is not 64 hex digits");
+  return m;
+}
+
+ModelStore::ModelStore(std::string data_dir, std::string backend)
+    : root_((fs::path(data_dir) / "models").string()), backend_name_(std::move(backend)) {}
+
+Result<InferenceBackendPtr> ModelStore::Backend() {
+  if (backend_) return backend_;
+  const auto* factory = InferenceBackendRegistry::Get().Find(backend_name_);
+  if (factory == nullptr) {
+    return Internal(fmt::format("no inference backend named '{}'", backend_name_));
+  }
+  backend_ = (*factory)();
+  return backend_;
+}
+
+Result<std::vector<ModelMetadata>> ModelStore::VersionsOf(const std::string& name) {
+  std::vector<ModelMetadata> versions;
+  std::error_code ec;
+  const fs::path dir = fs::path(root_) / name;
+  if (!fs::is_directory(dir, ec)) return versions;
+  for (const auto& entry : fs::directory_iterator(dir, ec)) {
+    const std::string version = entry.path().filename().string();
+    if (!entry.is_directory() || !IsValidModelName(version)) continue;  // skips .tmp-* dirs
+    auto text = ReadWholeFile(entry.path() / "metadata.json");
+    if (!text.ok()) continue;  // a version being removed
+    auto metadata = ModelMetadataFromText(*text);
+    if (!metadata.ok()) {
+      return IoError(fmt::format("model {}@{}: {}", name, version, metadata.status().message()));
+    }
+    versions.push_back(std::move(*metadata));
+  }
+  if (ec) return IoError(fmt::format("cannot list {}: {}", dir.string(), ec.message()));
+  std::sort(versions.begin(), versions.end(), [](const ModelMetadata& a, const ModelMetadata& b) {
+    return std::tie(a.pushed_at_ms, a.version) < std::tie(b.pushed_at_ms, b.version);
+  });
+  return versions;
+}
+
+Result<ModelMetadata> ModelStore::Resolve(const ModelRef& ref) {
+  ASSIGN_OR_RETURN(auto versions, VersionsOf(ref.name));
+  if (versions.empty()) {
+    return NotFound(fmt::format("no model named '{}' (see `wisp model ls`)", ref.name));
+  }
+  if (ref.version.empty()) return versions.back();
+  for (auto& m : versions) {
+    if (m.version == ref.version) return std::move(m);
+  }
+  return NotFound(fmt::format("model '{}' has no version '{}'", ref.name, ref.version));
+}
+
+Result<ModelMetadata> ModelStore::Push(std::string_view name, std::string_view version,
+                                       std::string_view bytes) {
+  if (!IsValidModelName(name)) {
+    return InvalidArgument(fmt::format("'{}' is not a model name", name));
+  }
+  if (!version.empty() && !IsValidModelName(version)) {
+    return InvalidArgument(fmt::format("'{}' is not a model version", version));
+  }
+  ASSIGN_OR_RETURN(OnnxModelSummary summary, ReadOnnxModelSummary(bytes));
+  std::lock_guard lock(mu_);
+  ASSIGN_OR_RETURN(InferenceBackendPtr backend, Backend());
+  // The backend's verdict: it parses the whole graph and runs it once on zeros.
+  ASSIGN_OR_RETURN(ModelSessionPtr session, backend->Load(bytes));
+  (void)session;
+
+  ASSIGN_OR_RETURN(auto versions, VersionsOf(std::string(name)));
+  std::string chosen(version);
+  if (chosen.empty()) {
+    std::uint64_t highest = 0;
+    for (const auto& m : versions) {
+      std::uint64_t n = 0;
+      if (IsNumber(m.version, n)) highest = std::max(highest, n);
+    }
+    chosen = std::to_string(highest + 1);
+  }
+  for (const auto& m : versions) {
+    if (m.version == chosen) {
+      return AlreadyExists(fmt::format(
+          "model {}@{} exists; versions are immutable (push another --version)", name, chosen));
+    }
+  }
+
+  ModelMetadata m;
+  m.name = std::string(name);
+  m.version = chosen;
+  m.sha256 = Sha256Hex(bytes);
+  m.size_bytes = bytes.size();
+  m.backend = backend_name_;
+  m.pushed_at_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                       std::chrono::system_clock::now().time_since_epoch())
+                       .count();
+  // Keep push order strict even within one millisecond.
+  if (!versions.empty() && m.pushed_at_ms <= versions.back().pushed_at_ms) {
+    m.pushed_at_ms = versions.back().pushed_at_ms + 1;
+  }
+  m.info = summary.info;
+  m.op_types = summary.op_types;
+  m.opset = summary.opset;
+  m.producer = summary.producer;
+
+  const fs::path model_dir = fs::path(root_) / m.name;
+  const fs::path staging = model_dir / (".tmp-" + m.version);
+  std::error_code ec;
+  fs::remove_all(staging, ec);
+  fs::create_directories(staging, ec);
+  if (ec) return IoError(fmt::format("cannot create {}: {}", staging.string(), ec.message()));
+  RETURN_IF_ERROR(WriteWholeFile(staging / "model.onnx", bytes));
+  RETURN_IF_ERROR(WriteWholeFile(staging / "metadata.json", ModelMetadataToJson(m).dump(1)));
+  fs::rename(staging, model_dir / m.version, ec);
+  if (ec) {
+    fs::remove_all(staging, ec);
+    return IoError(fmt::format("cannot store model {}@{}", m.name, m.version));
+  }
+  return m;
+}
+
+Result<std::vector<ModelMetadata>> ModelStore::List() {
+  std::lock_guard lock(mu_);
+  std::vector<ModelMetadata> all;
+  std::error_code ec;
+  if (!fs::is_directory(root_, ec)) return all;
+  std::vector<std::string> names;
+  for (const auto& entry : fs::directory_iterator(root_, ec)) {
+    std::string name = entry.path().filename().string();
+    if (entry.is_directory() && IsValidModelName(name)) names.push_back(std::move(name));
+  }
+  std::sort(names.begin(), names.end());
+  for (const auto& name : names) {
+    ASSIGN_OR_RETURN(auto versions, VersionsOf(name));
+    for (auto& m : versions) all.push_back(std::move(m));
+  }
+  return all;
+}
+
+Result<ModelMetadata> ModelStore::Describe(std::string_view text) {
+  ASSIGN_OR_RETURN(ModelRef ref, ParseModelRef(text));
+  std::lock_guard lock(mu_);
+  return Resolve(ref);
+}
+
+Result<std::vector<std::string>> ModelStore::Remove(std::string_view text) {
+  ASSIGN_OR_RETURN(ModelRef ref, ParseModelRef(text));
+  std::lock_guard lock(mu_);
+  std::vector<std::string> removed;
+  std::error_code ec;
+  if (ref.version.empty()) {
+    ASSIGN_OR_RETURN(auto versions, VersionsOf(ref.name));
+    if (versions.empty()) return NotFound(fmt::format("no model named '{}'", ref.name));
+    for (const auto& m : versions) removed.push_back(m.name + "@" + m.version);
+    fs::remove_all(fs::path(root_) / ref.name, ec);
+  } else {
+    ASSIGN_OR_RETURN(ModelMetadata m, Resolve(ref));
+    removed.push_back(m.name + "@" + m.version);
+    fs::remove_all(fs::path(root_) / m.name / m.version, ec);
+    // The last version takes the model's directory with it.
+    fs::remove(fs::path(root_) / m.name, ec);
+    ec.clear();
+  }
+  if (ec) return IoError(fmt::format("cannot remove {}: {}", text, ec.message()));
+  return removed;
+}
+
+Result<LoadedModel> ModelStore::Load(std::string_view text) {
+  ASSIGN_OR_RETURN(ModelRef ref, ParseModelRef(text));
+  LoadedModel loaded;
+  std::string bytes;
+  InferenceBackendPtr backend;
+  {
+    std::lock_guard lock(mu_);
+    ASSIGN_OR_RETURN(loaded.metadata, Resolve(ref));
+    ASSIGN_OR_RETURN(bytes, ReadWholeFile(fs::path(root_) / loaded.metadata.name /
+                                          loaded.metadata.version / "model.onnx"));
+    ASSIGN_OR_RETURN(backend, Backend());
+  }
+  const auto start = std::chrono::steady_clock::now();
+  const ModelMetadata& m = loaded.metadata;
+  if (bytes.size() != m.size_bytes || Sha256Hex(bytes) != m.sha256) {
+    return IoError(fmt::format(
+        "model {}@{} is corrupt: its file no longer matches the sha256 recorded at push "
+        "(push it again)",
+        m.name, m.version));
+  }
+  ASSIGN_OR_RETURN(loaded.session, backend->Load(bytes));
+  loaded.load_seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  return loaded;
+}
+
+}  // namespace wisp

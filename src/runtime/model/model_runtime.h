@@ -1,0 +1,60 @@
+// The "model" runtime: a function that is an ONNX model with declared pre- and post-processing,
+// no code (docs/manifest.md, "Model functions").
+//
+// The function's `handler` names its model file, a YAML map in the function directory
+// (handler: ./model.yaml):
+//   model: pump-ae@1            # a registry reference (NAME or NAME@VERSION), or
+//   file: ./pump.onnx           #   a model file deployed with the function
+//   input:
+//     fields: [a, b.c]          # dotted fields of the event's JSON, one number each, or
+//     field: bands              #   one field holding an array of numbers
+//     offset: -1.0              # x' = (x + offset) * scale, per element
+//     scale: 10.0
+//     window: 8                 # the last 8 events' rows, oldest first (per key)
+//     key: feeder               # dotted field the window is kept per; default: one window
+//   output:
+//     kind: argmax              # argmax | threshold | reconstruction_error | raw
+//     labels: [normal, sag]     # argmax: names of the classes
+//     threshold: 0.01           # threshold: alert when output[0] > it; reconstruction_error:
+//                               #   anomaly when mean squared error > it
+//     alert_topic: plant/alerts # ctx.emit the reply there when it is an alert or anomaly
+// The model must have one input; the rows are fitted to its declared shape.
+//
+// Replies (JSON): argmax {"label", "class", "confidence", "scores"}; threshold {"score",
+// "alert"}; reconstruction_error {"error", "anomaly", "threshold"}; raw {"outputs": {...}}.
+// While a window fills the reply is 202 {"status": "warming", "have": k, "need": N}.
+//
+// Sessions: CreateInstance loads the model (that is the function's cold start). Instances on
+// the same thread (a shard) share one session per model sha256, held while any instance uses
+// it; sessions are not thread-safe, and a shard runs one call at a time. Windows are shared by
+// all instances of a function on the node, under a mutex.
+//
+// Failures: CreateInstance InvalidArgument for a bad model file or a model the registry refuses
+// (NotFound when the reference does not exist); Invoke InvalidArgument (as FunctionError) when
+// the event lacks a field or is not JSON.
+#pragma once
+
+#include "wisp/runtime.h"
+
+namespace wisp {
+
+class ModelStore;
+
+// A "model" runtime resolving registry references in `store` (may be null: only `file:` models).
+// `store` must outlive the runtime.
+RuntimePtr MakeModelRuntime(ModelStore* store);
+
+// The store the registered "model" runtime uses; set by the node before it deploys anything.
+void SetModelRuntimeStore(ModelStore* store);
+
+// HostApi::Infer for hosts backed by `store` (Lua's ctx.infer): sessions are cached per thread
+// (a shard) and reference; a reference without a version is re-resolved at most every 5 s, so a
+// newly pushed version is picked up without a registry read on every call.
+Result<std::string> InferWithThreadSessions(ModelStore* store, std::string_view model,
+                                            std::string_view inputs_json);
+
+// Registers "model" in RuntimeRegistry::Get() (using the store set above at each
+// CreateInstance). Calling it again is harmless.
+void RegisterModelRuntime();
+
+}  // namespace wisp
