@@ -10,6 +10,7 @@ packages=(
   mosquitto mosquitto-clients libmosquitto-dev openssl libseccomp-dev
   curl ca-certificates
   python3-matplotlib
+  libeigen3-dev
 )
 
 missing=()
