@@ -2,9 +2,11 @@
 
 #include <mutex>
 
+#include "runtime/detector/detector_runtime.h"
 #include "runtime/lua/lua_runtime.h"
 #include "runtime/process/process_runtime.h"
 #include "state/sqlite/sqlite_store.h"
+#include "wisp/anomaly_detector.h"
 #include "wisp/keepalive_policy.h"
 
 namespace wisp {
@@ -14,6 +16,8 @@ void RegisterBuiltinExtensions() {
   std::call_once(once, [] {
     RegisterLuaRuntime();
     RegisterProcessRuntime();
+    RegisterDetectorRuntime();
+    RegisterBuiltinAnomalyDetectors();
     RegisterSqliteStateBackend();
     RegisterBuiltinKeepAlivePolicies();
   });
