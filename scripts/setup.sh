@@ -11,6 +11,7 @@ packages=(
   curl ca-certificates
   python3-matplotlib
   libopencv-dnn-dev
+  libeigen3-dev
 )
 
 missing=()

@@ -126,6 +126,22 @@ struct TimerTriggerSpec {
   std::string schedule;                   // a valid cron expression; empty when `interval` is set
 };
 
+// `detector:` (runtime detector only; docs/manifest.md): runs an anomaly detector on each event
+// and emits its score and flag. Names are checked when the function is deployed (the detector
+// library is not part of manifest parsing).
+struct DetectorFunctionSpec {
+  std::string algorithm = "best";  // a registered detector (include/wisp/anomaly_detector.h)
+  std::map<std::string, std::string> params;  // detector parameters, as text
+  // Which stream an event belongs to: "topic:N" (the N-th topic segment, from 0), "field:PATH"
+  // (a dotted payload field), or empty (one stream for the whole function).
+  std::string key;
+  std::string value = "value";  // dotted field holding the number (or an array of numbers);
+                                // empty: the payload itself is the number
+  std::string emit;             // topic for {key, score, anomaly, ...}; "{key}" is replaced;
+                                // empty: no action (the reply still carries the score)
+  bool emit_all = false;        // emit every score, not only flagged ones
+};
+
 struct FunctionSpec {
   std::string name;           // [a-z0-9][a-z0-9-]{0,62}, DNS-label like OpenFaaS
   std::string runtime;        // a registered Runtime's name: "lua"
@@ -150,6 +166,7 @@ struct FunctionSpec {
   AuthMode auth = AuthMode::kPublic;
   std::vector<MqttTriggerSpec> mqtt_triggers;  // HTTP invoke needs no trigger entry
   std::vector<TimerTriggerSpec> timer_triggers;
+  std::optional<DetectorFunctionSpec> detector;  // set exactly when runtime is "detector"
 };
 
 using FunctionSpecPtr = std::shared_ptr<const FunctionSpec>;

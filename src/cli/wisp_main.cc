@@ -12,6 +12,7 @@
 
 #include "cli/client_config.h"
 #include "cli/commands.h"
+#include "cli/detect_command.h"
 #include "cli/events_command.h"
 #include "cli/model_command.h"
 #include "cli/sim_command.h"
@@ -124,6 +125,7 @@ int main(int argc, char** argv) {
   wisp::AddModelCommand(app, inputs, timeout_s);
 
   wisp::SimCommand sim(app);
+  wisp::DetectCommand detect(app);
 
   if (argc == 1) {
     std::cout << app.help();
@@ -143,6 +145,7 @@ int main(int argc, char** argv) {
   }
 
   if (sim.parsed()) return sim.Run();
+  if (detect.parsed()) return detect.Run();
 
   if (token->parsed()) {
     std::string data_dir = inputs.data_flag.empty() ? wisp::DefaultDataDir() : inputs.data_flag;

@@ -3,10 +3,12 @@
 #include <mutex>
 
 #include "inference/opencv/opencv_backend.h"
+#include "runtime/detector/detector_runtime.h"
 #include "runtime/lua/lua_runtime.h"
 #include "runtime/model/model_runtime.h"
 #include "runtime/process/process_runtime.h"
 #include "state/sqlite/sqlite_store.h"
+#include "wisp/anomaly_detector.h"
 #include "wisp/keepalive_policy.h"
 
 namespace wisp {
@@ -16,6 +18,8 @@ void RegisterBuiltinExtensions() {
   std::call_once(once, [] {
     RegisterLuaRuntime();
     RegisterProcessRuntime();
+    RegisterDetectorRuntime();
+    RegisterBuiltinAnomalyDetectors();
     RegisterSqliteStateBackend();
     RegisterBuiltinKeepAlivePolicies();
     RegisterOpenCvInferenceBackend();

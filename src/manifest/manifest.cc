@@ -64,7 +64,9 @@ constexpr std::size_t kMaxEntryLength = 128;
 
 constexpr std::string_view kFunctionKeys[] = {
     "runtime", "handler", "command",     "version", "description", "environment", "secrets",
-    "labels",  "limits",  "concurrency", "scale",   "auth",        "triggers"};
+    "labels",  "limits",  "concurrency", "scale",   "auth",        "triggers",    "detector"};
+constexpr std::string_view kDetectorKeys[] = {"algorithm", "params", "key",
+                                              "value",     "emit",   "emit_all"};
 constexpr std::size_t kMaxCommandArgs = 64;
 constexpr std::size_t kMaxCommandArgLength = 4096;
 constexpr std::string_view kTopLevelKeys[] = {"version", "functions"};
@@ -382,6 +384,7 @@ class ManifestParser {
     std::optional<std::int64_t> concurrency_target;
     std::string target_path;
     std::string command_path;
+    std::string detector_path;
 
     RETURN_IF_ERROR(ForEachEntry(
         node, prefix,
@@ -481,8 +484,23 @@ class ManifestParser {
             return Status::Ok();
           }
           if (key == "triggers") return ParseTriggers(value, path, &spec);
+          if (key == "detector") {
+            detector_path = path;
+            return ParseDetector(value, path, &spec.detector.emplace());
+          }
           return Error(path, UnknownKeyProblem(key, kFunctionKeys));
         }));
+
+    if (has_runtime && spec.runtime == "detector") {
+      // A detector function runs built-in code: no handler, and the detector block is required.
+      if (!spec.detector) {
+        return Error(Join(prefix, "detector"),
+                     "is required for runtime: detector (e.g. detector: { algorithm: best })");
+      }
+      has_handler = true;
+    } else if (!detector_path.empty()) {
+      return Error(detector_path, "is only for runtime: detector");
+    }
 
     if (!has_runtime) return Error(Join(prefix, "runtime"), "is required (e.g. runtime: lua)");
     if (!has_handler) {
@@ -552,6 +570,67 @@ class ManifestParser {
     spec->handler_file = std::string(file);
     spec->handler_entry = std::string(entry);
     return Status::Ok();
+  }
+
+  Status ParseDetector(const YAML::Node& value, const std::string& path,
+                       DetectorFunctionSpec* detector) const {
+    RETURN_IF_ERROR(ExpectMap(value, path, "a map (algorithm, params, key, value, emit)"));
+    return ForEachEntry(
+        value, path,
+        [&](const std::string& k, const YAML::Node& v, const std::string& p) -> Status {
+          if (k == "algorithm") {
+            ASSIGN_OR_RETURN(detector->algorithm, String(v, p));
+            if (!IsRuntimeName(detector->algorithm)) {
+              return Error(p, fmt::format("{} is not a detector name (e.g. best, contextual)",
+                                          Quote(detector->algorithm)));
+            }
+            return Status::Ok();
+          }
+          if (k == "params") {
+            RETURN_IF_ERROR(ExpectMap(v, p, "a map of name: value"));
+            return ForEachEntry(v, p,
+                                [&](const std::string& name, const YAML::Node& param,
+                                    const std::string& param_path) -> Status {
+                                  ASSIGN_OR_RETURN(detector->params[name],
+                                                   String(param, param_path));
+                                  return Status::Ok();
+                                });
+          }
+          if (k == "key") {
+            ASSIGN_OR_RETURN(detector->key, String(v, p));
+            std::string_view key = detector->key;
+            bool topic = key.starts_with("topic:") && key.size() > 6 &&
+                         key.substr(6).find_first_not_of("0123456789") == std::string::npos &&
+                         key.size() <= 9;
+            bool field = key.starts_with("field:") && key.size() > 6;
+            if (!key.empty() && !topic && !field) {
+              return Error(p, fmt::format("{} is not a key source (use topic:N for the N-th topic "
+                                          "segment, from 0, or field:PATH)",
+                                          Quote(detector->key)));
+            }
+            return Status::Ok();
+          }
+          if (k == "value") {
+            ASSIGN_OR_RETURN(detector->value, String(v, p));
+            return Status::Ok();
+          }
+          if (k == "emit") {
+            ASSIGN_OR_RETURN(detector->emit, String(v, p));
+            if (detector->emit.find_first_of("+#") != std::string::npos ||
+                HasControlChars(detector->emit)) {
+              return Error(p, fmt::format("{} is not a topic to publish to (no wildcards)",
+                                          Quote(detector->emit)));
+            }
+            return Status::Ok();
+          }
+          if (k == "emit_all") {
+            ASSIGN_OR_RETURN(std::string all, String(v, p));
+            if (all != "true" && all != "false") return Error(p, "must be true or false");
+            detector->emit_all = all == "true";
+            return Status::Ok();
+          }
+          return Error(p, UnknownKeyProblem(k, kDetectorKeys));
+        });
   }
 
   Status ParseEnvironment(const YAML::Node& value, const std::string& path,

@@ -199,7 +199,8 @@ Result<std::vector<DeployedFunctionPtr>> FunctionCatalog::Deploy(const Bundle& b
   std::vector<DeployedFunctionPtr> prepared;
   for (const FunctionSpec& spec : specs) {
     Status failed;
-    if (!bundle.files.contains(spec.handler_file)) {
+    // A function without code (runtime: detector) has no handler file to look for.
+    if (!spec.handler_file.empty() && !bundle.files.contains(spec.handler_file)) {
       failed = InvalidArgument(fmt::format("function '{}': handler file '{}' is not in the bundle",
                                            spec.name, spec.handler_file));
     } else if (auto fn = Prepare(spec, (functions_dir / spec.name).string(), now, files);

@@ -557,6 +557,24 @@ TEST_F(LuaRuntimeTest, PcallCatchesOrdinaryErrors) {
             "false");
 }
 
+TEST_F(LuaRuntimeTest, DetectScoresPerKeyWithStateInTheStore) {
+  std::string body = Run(R"(
+    local flags = 0
+    for i = 1, 20 do
+      local score, anomaly = ctx.detect('ewma', 'p1', 1 + (i % 3) * 0.1, { min_points = 5 })
+      if anomaly then flags = flags + 1 end
+    end
+    local _, spike = ctx.detect('ewma', 'p1', 50, { min_points = 5 })
+    local _, first = ctx.detect('ewma', 'p2', 50, { min_points = 5 })
+    return tostring(flags) .. ' ' .. tostring(spike) .. ' ' .. tostring(first))")
+                         .body;
+  EXPECT_EQ(body, "0 true false");
+  EXPECT_NE(store_.Find("fn", "detector/ewma/p1"), nullptr);
+  EXPECT_TRUE(Contains(RunError("ctx.detect('nosuch', 'k', 1)").message(), "no anomaly detector"));
+  EXPECT_TRUE(Contains(RunError("ctx.detect('ewma', 'k', 'x')").message(), "number"));
+  EXPECT_TRUE(Contains(RunError("ctx.detect('ewma', 'k', 1, { alpha = 7 })").message(), "alpha"));
+}
+
 TEST_F(LuaRuntimeTest, EmitIsRecorded) {
   Run(R"(
     ctx.emit('plant/alerts', { pump = 'p1', vibration = 9.5 }, { qos = 1, retain = true })

@@ -30,6 +30,7 @@
 #include <string>
 #include <string_view>
 #include <utility>
+#include <vector>
 
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
@@ -37,6 +38,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/quote.h"
+#include "detect/keyed_detectors.h"
 #include "wisp/units.h"
 
 namespace wisp {
@@ -1410,7 +1412,8 @@ class LuaInstance final : public Instance {
                                   {"now", &LuaInstance::CtxNow},
                                   {"emit", &LuaInstance::CtxEmit},
                                   {"http_post", &LuaInstance::CtxHttpPost},
-                                  {"infer", &LuaInstance::CtxInfer}};
+                                  {"infer", &LuaInstance::CtxInfer},
+                                  {"detect", &LuaInstance::CtxDetect}};
     for (const luaL_Reg& f : functions) {
       lua_pushcfunction(L, f.func);
       lua_setfield(L, -2, f.name);
@@ -1867,6 +1870,56 @@ class LuaInstance final : public Instance {
     return out;
   }
 
+  // ctx.detect(algorithm, key, value [, params]): scores `value` (a number or an array of
+  // numbers) with the named anomaly detector kept for `key` in the function's state; returns
+  // score (0..1) and anomaly (boolean). `params` maps detector parameters to values. A bad
+  // algorithm, parameter or value raises; so does a store failure.
+  static int CtxDetect(lua_State* L) {
+    HostApi& host = RequireHost(L, "ctx.detect");
+    const char* algorithm = luaL_checkstring(L, 1);
+    std::size_t key_len = 0;
+    const char* key = luaL_checklstring(L, 2, &key_len);
+    std::vector<double> values;
+    if (lua_type(L, 3) == LUA_TNUMBER) {
+      values.push_back(lua_tonumber(L, 3));
+    } else if (lua_type(L, 3) == LUA_TTABLE) {
+      for (int i = 1;; ++i) {
+        lua_rawgeti(L, 3, i);
+        if (lua_isnil(L, -1)) {
+          lua_pop(L, 1);
+          break;
+        }
+        if (lua_type(L, -1) != LUA_TNUMBER)
+          return luaL_error(L, "ctx.detect: value[%d] is not a number", i);
+        values.push_back(lua_tonumber(L, -1));
+        lua_pop(L, 1);
+      }
+    }
+    if (values.empty())
+      return luaL_error(L, "ctx.detect: value must be a number or an array of numbers");
+    DetectorParams params;
+    if (!lua_isnoneornil(L, 4)) {
+      luaL_checktype(L, 4, LUA_TTABLE);
+      lua_pushnil(L);
+      while (lua_next(L, 4) != 0) {
+        if (lua_type(L, -2) != LUA_TSTRING ||
+            (lua_type(L, -1) != LUA_TSTRING && lua_type(L, -1) != LUA_TNUMBER)) {
+          return luaL_error(L, "ctx.detect: params must map names to strings or numbers");
+        }
+        lua_pushvalue(L, -1);  // lua_tostring converts in place: work on a copy
+        params[lua_tostring(L, -3)] = lua_tostring(L, -1);
+        lua_pop(L, 2);
+      }
+    }
+    double now = SecondsSinceEpoch(host.Now());
+    auto score = From(L)->detectors_.Update(host.State(), host.Namespace(), algorithm, params,
+                                            std::string_view(key, key_len), now, values);
+    if (!score.ok()) return luaL_error(L, "ctx.detect: %s", score.status().message().c_str());
+    lua_pushnumber(L, score->score);
+    lua_pushboolean(L, score->anomaly);
+    return 2;
+  }
+
   static int CtxEmit(lua_State* L) {
     HostApi& host = RequireHost(L, "ctx.emit");
     std::size_t topic_len = 0;
@@ -2064,6 +2117,7 @@ class LuaInstance final : public Instance {
   Status reply_status_;
 
   std::string scratch_;  // reused buffer (JSON payloads, header names) so calls need no malloc
+  detect::KeyedDetectors detectors_;  // ctx.detect's detectors, state in the store
 };
 
 class LuaRuntime final : public Runtime {
