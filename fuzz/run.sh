@@ -34,8 +34,12 @@ work="$(mktemp -d "${TMPDIR:-/tmp}/wisp-fuzz.XXXXXX")"
 # UB is a finding too, not just a log line.
 export UBSAN_OPTIONS="${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1}"
 
-failed=()
-for t in "${targets[@]}"; do
+# Targets run side by side, one per core (WISP_FUZZ_JOBS overrides): each is single-threaded,
+# so on CI's 2 cores this halves the stage's wall time at the same fuzzing per target.
+jobs="${WISP_FUZZ_JOBS:-$(nproc)}"
+
+run_target() {
+  local t="$1" name what dir
   name="$(basename "$t")"
   what="${name%_fuzz}"
   dir="$work/$name"
@@ -50,13 +54,31 @@ for t in "${targets[@]}"; do
   if timeout -s KILL "$((seconds + 120))" "$t" -max_total_time="$seconds" -timeout=25 \
       -rss_limit_mb=2048 -malloc_limit_mb=512 -print_final_stats=1 \
       -artifact_prefix="$dir/artifacts/" "$dir/corpus" >"$dir/log" 2>&1; then
-    grep -E "^(stat::number_of_executed_units|stat::peak_rss_mb|Done )" "$dir/log" || true
+    echo "== $name done: $(grep -E '^stat::number_of_executed_units' "$dir/log" | awk '{print $2}') runs"
   else
-    echo "!! $name FAILED; log and crash input in $dir:" >&2
-    tail -n 40 "$dir/log" >&2
-    ls "$dir/artifacts" >&2 || true
-    failed+=("$name")
+    {
+      echo "!! $name FAILED; log and crash input in $dir:"
+      tail -n 40 "$dir/log"
+      ls "$dir/artifacts" || true
+    } >&2
+    touch "$dir/failed"
   fi
+}
+
+running=0
+for t in "${targets[@]}"; do
+  if [ "$running" -ge "$jobs" ]; then
+    wait -n || true
+    running=$((running - 1))
+  fi
+  run_target "$t" &
+  running=$((running + 1))
+done
+wait
+
+failed=()
+for t in "${targets[@]}"; do
+  [ -e "$work/$(basename "$t")/failed" ] && failed+=("$(basename "$t")")
 done
 
 if [ "${#failed[@]}" -ne 0 ]; then
