@@ -8,7 +8,8 @@
 // A second, different signal catches what a sequence model misses: a level shift whose new
 // levels are already known (a stream stepping up to a value it has visited before is no novel
 // context). It compares the mean of the last few values with a slow exponentially weighted
-// mean and variance; a gap of `level` standard errors scores 1. The two are fused by max.
+// mean and variance; a gap of `level` standard errors scores 1, and the slow baseline restarts
+// from the recent points (one shift, one alert). The two are fused by max.
 #include <algorithm>
 #include <cmath>
 #include <deque>
@@ -44,7 +45,7 @@ class Contextual : public DetectorBase<Contextual> {
         level_(p.Double("level", 10, 0, 1e6)),
         level_short_(p.Int("level_short", 20, 1, 10000)),
         level_window_(p.Int("level_window", 10000, 2, 100'000'000)),
-        restart_(p.Int("restart", 1, 0, 1)) {
+        restart_(p.Int("level_restart", 1, 0, 1)) {
     rest_.length = p.Int("rest", 30, 0, 1'000'000);
     if (p.Has("min") || p.Has("max")) {
       lo_ = p.Double("min", 0, -1e300, 1e300);
@@ -105,7 +106,7 @@ class Contextual : public DetectorBase<Contextual> {
   // the slow mean (exponential, time constant `level_window` points; a plain running mean
   // until then), else 0. The slow statistics learn from the point after scoring it.
   double LevelShift(double x) {
-    if (level_ <= 0) return 0;
+    if (level_ <= 0 || !std::isfinite(x)) return 0;  // a NaN would poison the slow mean for good
     recent_.push_back(x);
     recent_sum_ += x;
     if (static_cast<int64_t>(recent_.size()) > level_short_) {
@@ -130,13 +131,13 @@ class Contextual : public DetectorBase<Contextual> {
       // The stream has a new level: the baseline restarts from the recent points, so one shift
       // is one alert rather than one per rest period until the slow mean catches up.
       slow_points_ = 0, slow_mean_ = 0, slow_var_ = 0;
-      for (double v : recent_) Learn1(v);
+      for (double v : recent_) LearnSlowBaseline(v);
       return score;
     }
-    Learn1(x);
+    LearnSlowBaseline(x);
     return score;
   }
-  void Learn1(double x) {
+  void LearnSlowBaseline(double x) {
     ++slow_points_;
     double alpha =
         std::max(1.0 / static_cast<double>(slow_points_), 1.0 / static_cast<double>(level_window_));
