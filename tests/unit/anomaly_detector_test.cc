@@ -207,6 +207,55 @@ TEST(AnomalyDetectorTest, MahalanobisFindsACorrelationBreakNoSingleSensorShows) 
   EXPECT_EQ((*detector)->UpdateVector(0, wrong_size).status().code(), StatusCode::kInvalidArgument);
 }
 
+// Unit noise shifted by +5 from kChangeAt on.
+std::vector<double> ShiftedNoise(uint64_t seed) {
+  std::vector<double> x = Noise(kPoints, seed);
+  for (size_t i = kChangeAt; i < kPoints; ++i) x[i] += 5;
+  return x;
+}
+
+TEST(AnomalyDetectorTest, ContextualLevelSignalFindsAShiftTheSequenceModelCannotSee) {
+  // With an expected range of [-100, 100] (levels 28.6 wide) the noise before and after the
+  // shift stays in one level: the sequence model sees nothing new (and `spatial`, off here,
+  // would see only a new maximum). The level signal (the mean of the last 20 points 10 standard
+  // errors, 2.24, from the slow mean) flags the shift within 12 points (the 20-point mean passes
+  // 2.24 after about 9), once: its baseline restarts after a flag.
+  const DetectorParams sequence_only = {
+      {"min", "-100"}, {"max", "100"}, {"spatial", "0"}, {"level", "0"}};
+  const DetectorParams with_level = {{"min", "-100"}, {"max", "100"}, {"spatial", "0"}};
+  for (uint64_t seed : {31, 32, 33}) {
+    std::vector<double> x = ShiftedNoise(seed);
+    EXPECT_TRUE(Flags("contextual", sequence_only, x).empty())
+        << "seed " << seed << ": the sequence model alone flagged";
+
+    std::vector<size_t> with = Flags("contextual", with_level, x);
+    ASSERT_EQ(with.size(), 1u) << "seed " << seed << ": one shift, one alert";
+    EXPECT_GE(with[0], kChangeAt + 3) << "seed " << seed << ": faster than the mean can move";
+    EXPECT_LE(with[0], kChangeAt + 12) << "seed " << seed;
+  }
+}
+
+TEST(AnomalyDetectorTest, ContextualStateRoundTripInsideALevelShift) {
+  // Saved 5 points into the shift, while the level signal's recent window straddles it.
+  std::vector<double> x = ShiftedNoise(41);
+  DetectorParams params = {{"rest", "0"}};
+  auto original = CreateAnomalyDetector("contextual", params);
+  ASSERT_TRUE(original.ok());
+  for (size_t i = 0; i < kChangeAt + 5; ++i) (*original)->Update(i, x[i]);
+  auto restored = CreateAnomalyDetector("contextual", params);
+  ASSERT_TRUE(restored.ok());
+  ASSERT_TRUE((*restored)->LoadState((*original)->SaveState()).ok());
+  size_t flagged = 0;
+  for (size_t i = kChangeAt + 5; i < kPoints; ++i) {
+    AnomalyScore a = (*original)->Update(i, x[i]);
+    AnomalyScore b = (*restored)->Update(i, x[i]);
+    ASSERT_EQ(a.score, b.score) << "at " << i;
+    ASSERT_EQ(a.anomaly, b.anomaly) << "at " << i;
+    flagged += a.anomaly;
+  }
+  EXPECT_GT(flagged, 0u);  // the comparison covered flags, not only zeros
+}
+
 TEST(AnomalyDetectorTest, StateRoundTripGivesIdenticalScores) {
   std::vector<double> x = Series(Change::kLevelShift, 21);
   for (const std::string& name : AnomalyDetectorNames()) {
