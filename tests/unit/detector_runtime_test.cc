@@ -141,5 +141,65 @@ TEST_F(DetectorRuntimeTest, BadEventsAndBadParametersAreErrors) {
   EXPECT_NE(refused.status().message().find("window"), std::string::npos);
 }
 
+constexpr const char* kRulManifest = R"(version: 1
+functions:
+  bearing-rul:
+    runtime: detector
+    detector:
+      algorithm: rul
+      params: { threshold: 20, half_life: 50, horizon: 40, time_field: t }
+      key: field:bearing
+      value: health
+      emit: maintenance/{key}
+)";
+
+TEST_F(DetectorRuntimeTest, RemainingLifePerKeyAlertsWithinTheHorizonAndKeepsState) {
+  auto spec = ParseOne(kRulManifest);
+  ASSERT_TRUE(spec.ok()) << spec.status().ToString();
+  auto rul_spec = std::make_shared<const FunctionSpec>(*spec);
+  auto instance = runtime_->CreateInstance(rul_spec, "");
+  ASSERT_TRUE(instance.ok()) << instance.status().ToString();
+  // Bearing b1: health 100 falling 0.5/s, crossing 20 at t = 160; b2 stays flat.
+  auto send = [&](Instance& to, const char* bearing, double t, double health) {
+    auto reply = Send(to, "plant/rul", {{"bearing", bearing}, {"t", t}, {"health", health}});
+    EXPECT_TRUE(reply.ok()) << reply.status().ToString();
+    return reply.ok() ? json::parse(reply->body) : json();
+  };
+  json last;
+  for (int t = 0; t < 100; ++t) {
+    last = send(**instance, "b1", t, 100 - 0.5 * t + 0.2 * ((t * 7) % 3 - 1));
+    send(**instance, "b2", t, 80 + 0.2 * ((t * 5) % 3 - 1));
+  }
+  EXPECT_EQ(last["key"], "b1");
+  ASSERT_TRUE(last["rul_seconds"].is_number()) << last.dump();
+  double truth = 160 - 99;
+  EXPECT_NEAR(last["rul_seconds"].get<double>(), truth, 5);
+  EXPECT_LE(last["low"].get<double>(), truth);
+  EXPECT_GE(last["high"].get<double>(), truth);
+  EXPECT_NEAR(last["trend"].get<double>(), -0.5, 0.02);
+  EXPECT_FALSE(last["alert"].get<bool>());
+  EXPECT_TRUE(host_.emitted.empty());
+
+  // Another instance continues b1 from the store; inside the 40 s horizon it alerts.
+  auto second = runtime_->CreateInstance(rul_spec, "");
+  ASSERT_TRUE(second.ok());
+  for (int t = 100; t < 140; ++t) last = send(**second, "b1", t, 100 - 0.5 * t);
+  EXPECT_TRUE(last["alert"].get<bool>()) << last.dump();
+  ASSERT_FALSE(host_.emitted.empty());
+  EXPECT_EQ(host_.emitted[0].topic, "maintenance/b1");
+  json flat = send(**second, "b2", 100, 80);
+  // Flat: no crossing within reach; at most a remote estimate whose high end is open.
+  EXPECT_TRUE(flat["high"].is_null()) << flat.dump();
+  EXPECT_FALSE(flat["alert"].get<bool>());
+
+  // Errors: no time field, no threshold.
+  auto no_time = Send(**second, "plant/rul", {{"bearing", "b1"}, {"health", 3}});
+  EXPECT_NE(no_time.status().message().find("time field 't'"), std::string::npos);
+  FunctionSpec bad = *spec;
+  bad.detector->params.erase("threshold");
+  auto refused = runtime_->CreateInstance(std::make_shared<const FunctionSpec>(bad), "");
+  EXPECT_NE(refused.status().message().find("threshold"), std::string::npos);
+}
+
 }  // namespace
 }  // namespace wisp

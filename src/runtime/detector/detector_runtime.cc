@@ -1,6 +1,8 @@
 #include "runtime/detector/detector_runtime.h"
 
+#include <cmath>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -29,8 +31,8 @@ const nlohmann::json* Field(const nlohmann::json& root, std::string_view path) {
 
 class DetectorInstance final : public Instance {
  public:
-  DetectorInstance(FunctionSpecPtr spec, DetectorParams params)
-      : spec_(std::move(spec)), params_(std::move(params)) {}
+  DetectorInstance(FunctionSpecPtr spec, DetectorParams params, std::optional<RulParams> rul)
+      : spec_(std::move(spec)), params_(std::move(params)), rul_(std::move(rul)) {}
 
   Result<Reply> Invoke(const Event& event, HostApi& host) override {
     const DetectorFunctionSpec& config = *spec_->detector;
@@ -83,15 +85,45 @@ class DetectorInstance final : public Instance {
     }
 
     double ts = std::chrono::duration<double>(event.timestamp.time_since_epoch()).count();
-    ASSIGN_OR_RETURN(AnomalyScore score,
-                     detectors_.Update(host.State(), host.Namespace(), config.algorithm, params_,
-                                       key, ts, values_));
-
-    nlohmann::json out = {{"key", key}, {"score", score.score}, {"anomaly", score.anomaly}};
-    out["value"] = values_.size() == 1 ? nlohmann::json(values_[0]) : nlohmann::json(values_);
+    nlohmann::json out;
+    bool alert = false;
+    if (rul_) {
+      if (values_.size() != 1) {
+        return InvalidArgument("detector rul: takes one health value per event, not an array");
+      }
+      if (!rul_->time_field.empty()) {
+        const nlohmann::json* time = Field(*payload, rul_->time_field);
+        if (time == nullptr || !time->is_number()) {
+          return InvalidArgument(
+              fmt::format("detector rul: no number at time field '{}'", rul_->time_field));
+        }
+        ts = time->get<double>();
+      }
+      ASSIGN_OR_RETURN(RulEstimate estimate, remaining_life_.Update(host.State(), host.Namespace(),
+                                                                    *rul_, key, ts, values_[0]));
+      alert = rul_->Alert(estimate);
+      // JSON has no infinity: no crossing ahead (or not enough points yet) is null.
+      auto seconds = [](double s) { return std::isinf(s) ? nlohmann::json() : nlohmann::json(s); };
+      out = {{"key", key},
+             {"rul_seconds", seconds(estimate.rul_seconds)},
+             {"low", seconds(estimate.rul_low_seconds)},
+             {"high", seconds(estimate.rul_high_seconds)},
+             {"trend", estimate.slope},
+             {"valid", estimate.valid},
+             {"failed", estimate.failed},
+             {"alert", alert},
+             {"value", values_[0]}};
+    } else {
+      ASSIGN_OR_RETURN(AnomalyScore score,
+                       detectors_.Update(host.State(), host.Namespace(), config.algorithm, params_,
+                                         key, ts, values_));
+      alert = score.anomaly;
+      out = {{"key", key}, {"score", score.score}, {"anomaly", score.anomaly}};
+      out["value"] = values_.size() == 1 ? nlohmann::json(values_[0]) : nlohmann::json(values_);
+    }
     out["function"] = spec_->name;
     std::string body = out.dump();
-    if (!config.emit.empty() && (score.anomaly || config.emit_all)) {
+    if (!config.emit.empty() && (alert || config.emit_all)) {
       std::string topic = config.emit;
       for (size_t at; (at = topic.find("{key}")) != std::string::npos;) {
         topic.replace(at, 5, key);
@@ -110,7 +142,9 @@ class DetectorInstance final : public Instance {
  private:
   FunctionSpecPtr spec_;
   DetectorParams params_;
+  std::optional<RulParams> rul_;  // set for algorithm: rul
   detect::KeyedDetectors detectors_;
+  detect::KeyedRemainingLife remaining_life_;
   std::vector<double> values_;  // scratch
 };
 
@@ -122,10 +156,15 @@ class DetectorRuntime final : public Runtime {
       return InvalidArgument("runtime detector needs a detector: block in the manifest");
     }
     DetectorParams params(spec->detector->params.begin(), spec->detector->params.end());
+    if (spec->detector->algorithm == kRemainingLifeAlgorithm) {
+      auto rul = ParseRulParams(params);
+      if (!rul.ok()) return rul.status().WithContext("detector");
+      return InstancePtr(std::make_unique<DetectorInstance>(spec, std::move(params), *rul));
+    }
     // Build one now so a bad algorithm or parameter fails the deploy, not every event.
     auto probe = CreateAnomalyDetector(spec->detector->algorithm, params);
     if (!probe.ok()) return probe.status().WithContext("detector");
-    return InstancePtr(std::make_unique<DetectorInstance>(spec, std::move(params)));
+    return InstancePtr(std::make_unique<DetectorInstance>(spec, std::move(params), std::nullopt));
   }
 };
 
