@@ -89,8 +89,8 @@ Status ParseDetectorParam(std::string_view key_equals_value, DetectorParams& par
 // threshold is the side the stream starts on (health may fall towards it or rise towards it). Fits
 // a linear degradation trend over the recent points (exponential forgetting, half-life
 // `half_life_points`) and extrapolates it to the failure threshold. The interval comes from the
-// slope's standard error (about 90%: slope +- 1.645 se). Cheap (O(1) per point), not thread-safe,
-// never fails after construction.
+// standard errors of the slope and of the current level (about 90%: +- 1.645 se each). Cheap (O(1)
+// per point), not thread-safe, never fails after construction.
 struct RulEstimate {
   bool valid = false;      // false until enough points, or when the trend does not head for the
                            // threshold (then the rul fields are +infinity)
@@ -101,11 +101,18 @@ struct RulEstimate {
   bool failed = false;  // the fitted health has already crossed the threshold
 };
 
+// The degradation model: a straight line in health, or an exponential one (a straight line in
+// log(health), for wear that accelerates, e.g. vibration energy growing towards a limit; health
+// and threshold must then be positive, a health <= 0 counts as the smallest positive number).
+enum class RulTrend { kLinear, kExponential };
+
 class RemainingLifeEstimator {
  public:
-  // InvalidArgument unless half_life_points >= 2 and min_points >= 3.
+  // InvalidArgument unless half_life_points >= 2, min_points >= 3, and (exponential) the
+  // threshold is > 0.
   static Result<RemainingLifeEstimator> Create(double failure_threshold, double half_life_points,
-                                               int min_points = 10);
+                                               int min_points = 10,
+                                               RulTrend trend = RulTrend::kLinear);
   RulEstimate Update(double timestamp, double health);
 
   std::string SaveState() const;
@@ -116,9 +123,38 @@ class RemainingLifeEstimator {
   double threshold_ = 0;
   double decay_ = 1;
   int min_points_ = 10;
-  double side_ = 1;  // +1: healthy above the threshold, -1: below (from the first point)
-  double t0_ = 0;    // first timestamp: keeps the sums well conditioned
+  bool log_scale_ = false;  // RulTrend::kExponential: fit log(health); threshold_ is logged too
+  double side_ = 1;         // +1: healthy above the threshold, -1: below (from the first point)
+  double t0_ = 0;           // first timestamp: keeps the sums well conditioned
   double count_ = 0, weight_ = 0, sum_t_ = 0, sum_y_ = 0, sum_tt_ = 0, sum_ty_ = 0, sum_yy_ = 0;
 };
+
+// Parameters of a remaining-life stream when run without code (`algorithm: rul` in a
+// `runtime: detector` function, `wisp detect --algorithm rul`). Parsed from detector params:
+// threshold (the failure threshold, required), half_life (points, default 50), min_points
+// (default 10), horizon (seconds; alert when the low end of the interval is within it, or the
+// health has crossed; default 0 = alert only on the crossing) and time_field (a payload field
+// holding the reading's time in seconds; empty = the event's arrival time) and trend (linear,
+// the default, or exponential).
+struct RulParams {
+  double failure_threshold = 0;
+  RulTrend trend = RulTrend::kLinear;
+  double half_life_points = 50;
+  int min_points = 10;
+  double horizon_seconds = 0;
+  std::string time_field;
+
+  // Whether an estimate calls for an alert under these parameters.
+  bool Alert(const RulEstimate& e) const {
+    return e.failed || (e.valid && e.rul_low_seconds <= horizon_seconds);
+  }
+};
+
+// The name that selects the remaining-life estimator instead of an anomaly detector.
+inline constexpr std::string_view kRemainingLifeAlgorithm = "rul";
+
+// InvalidArgument (naming the parameter) for a missing threshold, an unknown parameter or a
+// value out of range.
+Result<RulParams> ParseRulParams(const DetectorParams& params);
 
 }  // namespace wisp

@@ -1,6 +1,7 @@
 #include "cli/detect_command.h"
 
 #include <CLI/CLI.hpp>
+#include <cmath>
 #include <fstream>
 #include <iostream>
 #include <sstream>
@@ -10,6 +11,38 @@
 #include "wisp/anomaly_detector.h"
 
 namespace wisp {
+
+namespace {
+
+// `--algorithm rul`: timestamp,rul,low,high in seconds, empty while there is no crossing ahead.
+Status RunRemainingLife(const DetectorParams& params, const detect::Series& series,
+                        const std::vector<size_t>& columns, std::ostream& out) {
+  ASSIGN_OR_RETURN(RulParams rul, ParseRulParams(params));
+  if (!rul.time_field.empty()) {
+    return InvalidArgument("rul: time_field is for manifests; the CSV's timestamp column is used");
+  }
+  if (columns.size() != 1) {
+    return InvalidArgument(
+        fmt::format("rul takes one health column and the file has {} ({}); pick one with --column "
+                    "NAME",
+                    columns.size(), fmt::join(series.columns, ", ")));
+  }
+  ASSIGN_OR_RETURN(RemainingLifeEstimator estimator,
+                   RemainingLifeEstimator::Create(rul.failure_threshold, rul.half_life_points,
+                                                  rul.min_points, rul.trend));
+  auto seconds = [](double s) { return std::isinf(s) ? std::string() : fmt::format("{:.3f}", s); };
+  std::string text = "timestamp,rul,low,high\n";
+  for (size_t r = 0; r < series.rows(); ++r) {
+    RulEstimate e =
+        estimator.Update(series.times[r], series.values[r * series.width() + columns[0]]);
+    text += fmt::format("{},{},{},{}\n", series.timestamps[r], seconds(e.rul_seconds),
+                        seconds(e.rul_low_seconds), seconds(e.rul_high_seconds));
+  }
+  out << text;
+  return Status::Ok();
+}
+
+}  // namespace
 
 Status RunDetect(const DetectOptions& options, std::string_view csv, std::ostream& out) {
   DetectorParams params;
@@ -29,6 +62,8 @@ Status RunDetect(const DetectOptions& options, std::string_view csv, std::ostrea
   } else {
     for (size_t i = 0; i < series.width(); ++i) columns.push_back(i);
   }
+  if (options.algorithm == kRemainingLifeAlgorithm)
+    return RunRemainingLife(params, series, columns, out);
   // A multivariate detector takes all the chosen columns unless told otherwise.
   if (columns.size() > 1 && !params.contains("dims")) {
     std::string name =
@@ -60,8 +95,10 @@ DetectCommand::DetectCommand(CLI::App& app) {
   command_ = app.add_subcommand(
       "detect", "Score a CSV time series with an anomaly detector (prints timestamp,score,label)");
   command_
-      ->add_option("--algorithm,-a", options_.algorithm,
-                   "Detector: best, contextual, gaussian, ewma, cusum, knn, ensemble, mahalanobis")
+      ->add_option(
+          "--algorithm,-a", options_.algorithm,
+          "Detector: best, contextual, gaussian, ewma, cusum, knn, ensemble, mahalanobis, or rul "
+          "(remaining useful life: prints timestamp,rul,low,high)")
       ->capture_default_str();
   command_->add_option("--param,-p", options_.params,
                        "Detector parameter k=v (repeatable; docs/anomaly-detection.md)");

@@ -37,4 +37,32 @@ Result<AnomalyScore> KeyedDetectors::Update(StateStore& store, std::string_view 
   return score;
 }
 
+Result<RulEstimate> KeyedRemainingLife::Update(StateStore& store, std::string_view ns,
+                                               const RulParams& params, std::string_view key,
+                                               double timestamp, double health) {
+  std::string state_key = KeyedDetectors::StateKey(kRemainingLifeAlgorithm, key);
+  ASSIGN_OR_RETURN(std::optional<std::string> stored, store.Get(ns, state_key));
+  auto it = cache_.find(state_key);
+  bool current = it != cache_.end() && stored && *stored == it->second.written;
+  if (!current) {
+    if (it == cache_.end() && cache_.size() >= max_cached_) cache_.clear();  // bound memory
+    ASSIGN_OR_RETURN(
+        RemainingLifeEstimator estimator,
+        RemainingLifeEstimator::Create(params.failure_threshold, params.half_life_points,
+                                       params.min_points, params.trend));
+    // A state from other parameters or damaged bytes: start the stream afresh.
+    if (stored) (void)estimator.LoadState(*stored);
+    it = cache_.insert_or_assign(state_key, Entry{std::move(estimator), {}}).first;
+  }
+  RulEstimate estimate = it->second.estimator.Update(timestamp, health);
+  std::string bytes = it->second.estimator.SaveState();
+  Status put = store.Put(ns, state_key, bytes);
+  if (!put.ok()) {
+    cache_.erase(it);
+    return put;
+  }
+  it->second.written = std::move(bytes);
+  return estimate;
+}
+
 }  // namespace wisp::detect

@@ -42,4 +42,23 @@ class KeyedDetectors {
   std::unordered_map<std::string, Entry> cache_;
 };
 
+// The same for remaining-life streams: one RemainingLifeEstimator per key, its state in the
+// store under StateKey("rul", key).
+class KeyedRemainingLife {
+ public:
+  explicit KeyedRemainingLife(size_t max_cached = 1024) : max_cached_(max_cached) {}
+
+  // InvalidArgument for bad parameters, IoError when the store fails.
+  Result<RulEstimate> Update(StateStore& store, std::string_view ns, const RulParams& params,
+                             std::string_view key, double timestamp, double health);
+
+ private:
+  struct Entry {
+    RemainingLifeEstimator estimator;
+    std::string written;
+  };
+  size_t max_cached_;
+  std::unordered_map<std::string, Entry> cache_;
+};
+
 }  // namespace wisp::detect

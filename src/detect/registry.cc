@@ -135,14 +135,18 @@ Status ParamReader::Finish() const {
 
 Result<RemainingLifeEstimator> RemainingLifeEstimator::Create(double failure_threshold,
                                                               double half_life_points,
-                                                              int min_points) {
+                                                              int min_points, RulTrend trend) {
   if (!(half_life_points >= 2) || !std::isfinite(half_life_points) || min_points < 3 ||
       !std::isfinite(failure_threshold)) {
     return InvalidArgument(
         "remaining life: need a finite threshold, half_life_points >= 2 and min_points >= 3");
   }
+  if (trend == RulTrend::kExponential && !(failure_threshold > 0)) {
+    return InvalidArgument("remaining life: an exponential trend needs a threshold > 0");
+  }
   RemainingLifeEstimator e;
-  e.threshold_ = failure_threshold;
+  e.log_scale_ = trend == RulTrend::kExponential;
+  e.threshold_ = e.log_scale_ ? std::log(failure_threshold) : failure_threshold;
   e.decay_ = std::pow(0.5, 1.0 / half_life_points);
   e.min_points_ = min_points;
   return e;
@@ -150,6 +154,8 @@ Result<RemainingLifeEstimator> RemainingLifeEstimator::Create(double failure_thr
 
 RulEstimate RemainingLifeEstimator::Update(double timestamp, double health) {
   constexpr double kInf = std::numeric_limits<double>::infinity();
+  // Exponential wear is a straight line in log space; the crossing time is the same there.
+  if (log_scale_) health = std::log(std::max(health, std::numeric_limits<double>::min()));
   if (count_ == 0) {
     t0_ = timestamp;
     side_ = health >= threshold_ ? 1 : -1;  // healthy side: the side the stream starts on
@@ -190,20 +196,49 @@ RulEstimate RemainingLifeEstimator::Update(double timestamp, double health) {
   if (slope == 0 || (gap > 0) != (slope > 0)) return out;
   out.valid = true;
   out.rul_seconds = gap / slope;
-  // Faster degradation (|slope| + z*se) gives the low end; slower gives the high end, or never.
+  // Faster degradation (|slope| + z*se) from a level nearer the threshold gives the low end;
+  // slower from a level further away gives the high end, or never. The level's error matters
+  // most close to the crossing, where the slope's hardly does.
   constexpr double kZ90 = 1.645;
+  double level_se = std::sqrt(residual_var * (1 / weight_ + (t - mean_t) * (t - mean_t) / stt));
   double fast = std::fabs(slope) + kZ90 * slope_se;
   double slow = std::fabs(slope) - kZ90 * slope_se;
-  out.rul_low_seconds = std::fabs(gap) / fast;
-  out.rul_high_seconds = slow > 0 ? std::fabs(gap) / slow : kInf;
+  out.rul_low_seconds = std::max(std::fabs(gap) - kZ90 * level_se, 0.0) / fast;
+  out.rul_high_seconds = slow > 0 ? (std::fabs(gap) + kZ90 * level_se) / slow : kInf;
+  return out;
+}
+
+Result<RulParams> ParseRulParams(const DetectorParams& params) {
+  detect::ParamReader reader(kRemainingLifeAlgorithm, params);
+  RulParams out;
+  if (!reader.Has("threshold")) {
+    return InvalidArgument("rul: parameter 'threshold' (the failure threshold) is required");
+  }
+  constexpr double kBig = 1e300;
+  out.failure_threshold = reader.Double("threshold", 0, -kBig, kBig);
+  out.half_life_points = reader.Double("half_life", out.half_life_points, 2, 1e9);
+  out.min_points = static_cast<int>(reader.Int("min_points", out.min_points, 3, 1'000'000'000));
+  out.horizon_seconds = reader.Double("horizon", out.horizon_seconds, 0, kBig);
+  out.time_field = reader.String("time_field", "");
+  std::string trend = reader.String("trend", "linear");
+  if (trend == "exponential") {
+    out.trend = RulTrend::kExponential;
+  } else if (trend != "linear") {
+    return InvalidArgument(
+        fmt::format("rul: parameter trend='{}' is not linear or exponential", trend));
+  }
+  if (out.trend == RulTrend::kExponential && !(out.failure_threshold > 0)) {
+    return InvalidArgument("rul: trend=exponential needs a threshold > 0");
+  }
+  RETURN_IF_ERROR(reader.Finish());
   return out;
 }
 
 std::string RemainingLifeEstimator::SaveState() const {
   detect::StateWriter w;
   w(std::string("rul"));
-  for (double v : {threshold_, decay_, static_cast<double>(min_points_), t0_, side_, count_,
-                   weight_, sum_t_, sum_y_, sum_tt_, sum_ty_, sum_yy_}) {
+  for (double v : {threshold_, decay_, static_cast<double>(min_points_), log_scale_ ? 1.0 : 0.0,
+                   t0_, side_, count_, weight_, sum_t_, sum_y_, sum_tt_, sum_ty_, sum_yy_}) {
     w(v);
   }
   return w.Take();
@@ -213,14 +248,15 @@ Status RemainingLifeEstimator::LoadState(std::string_view bytes) {
   detect::StateReader r(bytes);
   std::string tag;
   r(tag);
-  double v[12];
+  double v[13];
   for (double& x : v) r(x);
   if (tag != "rul" || !r.ok()) return InvalidArgument("remaining-life state is damaged");
-  if (v[0] != threshold_ || v[1] != decay_ || v[2] != min_points_) {
+  if (v[0] != threshold_ || v[1] != decay_ || v[2] != min_points_ ||
+      v[3] != (log_scale_ ? 1.0 : 0.0)) {
     return InvalidArgument("remaining-life state was saved with other parameters");
   }
-  t0_ = v[3], side_ = v[4], count_ = v[5], weight_ = v[6], sum_t_ = v[7], sum_y_ = v[8];
-  sum_tt_ = v[9], sum_ty_ = v[10], sum_yy_ = v[11];
+  t0_ = v[4], side_ = v[5], count_ = v[6], weight_ = v[7], sum_t_ = v[8], sum_y_ = v[9];
+  sum_tt_ = v[10], sum_ty_ = v[11], sum_yy_ = v[12];
   return Status::Ok();
 }
 

@@ -30,6 +30,17 @@ functions:
       emit_all: true
     triggers:
       - mqtt: { topic: "plant/+/vibration", qos: 1 }
+  bearing-rul:
+    runtime: detector
+    detector:
+      algorithm: rul
+      params: { threshold: 20, half_life: 50, horizon: 30, time_field: t }
+      key: topic:1
+      value: health
+      emit: maintenance/{key}
+      emit_all: true
+    triggers:
+      - mqtt: { topic: "bearing/+/health", qos: 1 }
   lua-detect:
     runtime: lua
     handler: handler.lua
@@ -58,8 +69,8 @@ class DetectorTest : public ::testing::Test {
     CommandResult deployed =
         RunCli({"deploy", tmp_.path() + "/fn"}, {{"WISP_HOME", tmp_.path() + "/data"}});
     ASSERT_EQ(deployed.exit_code, 0) << deployed.err;
-    auto client =
-        ConnectTestClient(broker_.url(), "test-client", inbox_, {"anomalies/#", "lua-scores/#"});
+    auto client = ConnectTestClient(broker_.url(), "test-client", inbox_,
+                                    {"anomalies/#", "lua-scores/#", "maintenance/#"});
     ASSERT_TRUE(client.ok()) << client.status().ToString();
     client_ = std::move(*client);
     ASSERT_TRUE(PublishUntilAnswered(*client_, inbox_, "plant/ready/vibration", Reading(1)))
@@ -143,6 +154,39 @@ TEST_F(DetectorTest, LuaCtxDetectScoresPerKey) {
   for (int i = 0; i < 20; ++i) EXPECT_FALSE(scores[i]["anomaly"].get<bool>()) << i;
   EXPECT_TRUE(scores[20]["anomaly"].get<bool>()) << scores[20].dump();
   EXPECT_EQ(scores[20]["v"].get<double>(), 7.5);
+}
+
+TEST_F(DetectorTest, RemainingLifeFunctionEstimatesTheCrossingPerKey) {
+  // Health 100 falling 0.5 per second (reading time in the payload), failure at 20: the
+  // crossing is at t = 160. After 80 readings the true remaining life is 160 - 79 = 81 s.
+  for (int t = 0; t < 80; ++t) {
+    double health = 100 - 0.5 * t + 0.2 * ((t * 7) % 3 - 1);
+    ASSERT_TRUE(
+        client_->Publish("bearing/b7/health", json{{"t", t}, {"health", health}}.dump(), 1, false)
+            .ok());
+  }
+  std::vector<json> estimates = WaitForCount("maintenance/b7", 80);
+  ASSERT_EQ(estimates.size(), 80u);
+  EXPECT_TRUE(estimates[0]["rul_seconds"].is_null()) << estimates[0].dump();  // warming up
+  const json& last = estimates[79];
+  EXPECT_EQ(last["key"], "b7");
+  ASSERT_TRUE(last["rul_seconds"].is_number()) << last.dump();
+  EXPECT_NEAR(last["rul_seconds"].get<double>(), 81, 6) << last.dump();
+  EXPECT_LE(last["low"].get<double>(), 81) << last.dump();
+  EXPECT_GE(last["high"].get<double>(), 81) << last.dump();
+  EXPECT_LT(last["trend"].get<double>(), 0);
+  EXPECT_FALSE(last["alert"].get<bool>());  // 81 s left, beyond the 30 s horizon
+
+  // Close to the end the estimate falls inside the horizon and alerts.
+  for (int t = 80; t < 150; ++t) {
+    ASSERT_TRUE(client_
+                    ->Publish("bearing/b7/health", json{{"t", t}, {"health", 100 - 0.5 * t}}.dump(),
+                              1, false)
+                    .ok());
+  }
+  estimates = WaitForCount("maintenance/b7", 150);
+  ASSERT_EQ(estimates.size(), 150u);
+  EXPECT_TRUE(estimates[149]["alert"].get<bool>()) << estimates[149].dump();
 }
 
 TEST_F(DetectorTest, BadDetectorManifestsAreRefusedAtDeploy) {

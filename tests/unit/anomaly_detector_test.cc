@@ -6,6 +6,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <functional>
 #include <random>
 #include <string>
 #include <vector>
@@ -367,6 +368,74 @@ TEST(RemainingLifeTest, NoEstimateForAFlatOrImprovingStream) {
   EXPECT_FALSE(estimate.valid);
   EXPECT_TRUE(std::isinf(estimate.rul_seconds));
   EXPECT_FALSE(RemainingLifeEstimator::Create(20, 1).ok());
+}
+
+// Runs the estimator over health(t), t = 0..end-1 with noise of `noise_sd`, and checks at each
+// checkpoint that the true remaining life lies within [low, high] and that the point estimate
+// is within `tolerance` (a fraction) of it.
+void ExpectCoversTheCrossing(const std::function<double(double)>& health, double threshold,
+                             double crossing, RulTrend trend, double noise_sd,
+                             std::vector<int> checkpoints, double tolerance) {
+  auto estimator = RemainingLifeEstimator::Create(threshold, 50, 10, trend);
+  ASSERT_TRUE(estimator.ok());
+  std::vector<double> noise = Noise(checkpoints.back() + 1, 31);
+  size_t next = 0;
+  for (int t = 0; t <= checkpoints.back(); ++t) {
+    RulEstimate e = estimator->Update(t, health(t) * (1 + noise_sd * noise[t]));
+    if (t != checkpoints[next]) continue;
+    ++next;
+    double truth = crossing - t;
+    ASSERT_TRUE(e.valid) << "t=" << t;
+    EXPECT_FALSE(e.failed) << "t=" << t;
+    EXPECT_LE(e.rul_low_seconds, truth) << "t=" << t << " rul=" << e.rul_seconds;
+    EXPECT_GE(e.rul_high_seconds, truth) << "t=" << t << " rul=" << e.rul_seconds;
+    EXPECT_NEAR(e.rul_seconds, truth, tolerance * truth) << "t=" << t;
+  }
+}
+
+TEST(RemainingLifeTest, LinearDegradationCrossingLiesWithinTheInterval) {
+  // 90 falling 0.2 per second (0.5% noise) to the threshold 30: the crossing is at t = 300.
+  ExpectCoversTheCrossing([](double t) { return 90 - 0.2 * t; }, 30, 300, RulTrend::kLinear, 0.005,
+                          {100, 150, 200, 250, 280}, 0.15);
+}
+
+TEST(RemainingLifeTest, ExponentialDegradationCrossingLiesWithinTheInterval) {
+  // Vibration energy growing exponentially, 0.5 exp(t / 60) (2% noise), limit 30: the crossing
+  // is at t = 60 ln 60 = 245.7.
+  double crossing = 60 * std::log(60.0);
+  ExpectCoversTheCrossing([](double t) { return 0.5 * std::exp(t / 60); }, 30, crossing,
+                          RulTrend::kExponential, 0.02, {100, 150, 200, 230, 240}, 0.15);
+
+  // A straight line extrapolates the accelerating wear too late (why trend=exponential exists).
+  auto linear = RemainingLifeEstimator::Create(30, 50);
+  RulEstimate e;
+  for (int t = 0; t <= 200; ++t) e = linear->Update(t, 0.5 * std::exp(t / 60.0));
+  EXPECT_GT(e.rul_low_seconds, crossing - 200);
+  EXPECT_FALSE(RemainingLifeEstimator::Create(-1, 50, 10, RulTrend::kExponential).ok());
+}
+
+TEST(RemainingLifeTest, ParamsFromTheManifestOrCli) {
+  auto params = ParseRulParams({{"threshold", "20"}, {"half_life", "30"}, {"horizon", "600"}});
+  ASSERT_TRUE(params.ok()) << params.status().ToString();
+  EXPECT_EQ(params->failure_threshold, 20);
+  EXPECT_EQ(params->half_life_points, 30);
+  EXPECT_EQ(params->horizon_seconds, 600);
+  RulEstimate soon{.valid = true, .rul_seconds = 900, .rul_low_seconds = 500};
+  RulEstimate later{.valid = true, .rul_seconds = 2000, .rul_low_seconds = 1500};
+  EXPECT_TRUE(params->Alert(soon));
+  EXPECT_FALSE(params->Alert(later));
+  EXPECT_TRUE(params->Alert(RulEstimate{.valid = true, .failed = true}));
+
+  auto missing = ParseRulParams({{"half_life", "30"}});
+  EXPECT_NE(missing.status().message().find("threshold"), std::string::npos);
+  auto unknown = ParseRulParams({{"threshold", "1"}, {"window", "3"}});
+  EXPECT_NE(unknown.status().message().find("window"), std::string::npos);
+  EXPECT_FALSE(ParseRulParams({{"threshold", "1"}, {"half_life", "1"}}).ok());
+  auto exponential = ParseRulParams({{"threshold", "1"}, {"trend", "exponential"}});
+  ASSERT_TRUE(exponential.ok());
+  EXPECT_EQ(exponential->trend, RulTrend::kExponential);
+  EXPECT_FALSE(ParseRulParams({{"threshold", "1"}, {"trend", "cubic"}}).ok());
+  EXPECT_FALSE(ParseRulParams({{"threshold", "0"}, {"trend", "exponential"}}).ok());
 }
 
 }  // namespace

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdio>
 #include <sstream>
 #include <string>
 
@@ -94,6 +95,35 @@ TEST(DetectCommandTest, MalformedCsvNamesTheLine) {
   s = RunDetect(options, "timestamp,value\n\n\nnot-a-time,1\n", out);
   EXPECT_NE(s.message().find("line 4"), std::string::npos) << s.message();
   EXPECT_TRUE(out.str().empty());
+}
+
+TEST(DetectCommandTest, RemainingLifePrintsRulWithItsInterval) {
+  // Health 100 falling 1 per second from t = 0 to the threshold 40: the crossing is at t = 60.
+  std::string csv = "timestamp,health\n";
+  for (int t = 0; t < 50; ++t) {
+    csv += std::to_string(t) + "," + std::to_string(100 - t + 0.3 * std::sin(t * 1.7)) + "\n";
+  }
+  DetectOptions options;
+  options.algorithm = "rul";
+  options.params = {"threshold=40", "half_life=20"};
+  std::ostringstream out;
+  Status s = RunDetect(options, csv, out);
+  ASSERT_TRUE(s.ok()) << s.ToString();
+  std::vector<std::string> lines = Lines(out.str());
+  ASSERT_EQ(lines.size(), 51u);
+  EXPECT_EQ(lines[0], "timestamp,rul,low,high");
+  EXPECT_EQ(lines[1], "0,,,");  // warming up: no estimate yet
+  double rul = 0, low = 0, high = 0;
+  ASSERT_EQ(std::sscanf(lines[50].c_str(), "49,%lf,%lf,%lf", &rul, &low, &high), 3) << lines[50];
+  EXPECT_NEAR(rul, 11, 1.5);
+  EXPECT_LE(low, 11);
+  EXPECT_GE(high, 11);
+
+  options.params = {"half_life=20"};
+  EXPECT_NE(RunDetect(options, csv, out).message().find("threshold"), std::string::npos);
+  options.params = {"threshold=40"};
+  std::string two = "timestamp,a,b\n1,2,3\n";
+  EXPECT_NE(RunDetect(options, two, out).message().find("--column"), std::string::npos);
 }
 
 }  // namespace
