@@ -1,5 +1,6 @@
 // `wisp detect`: runs an anomaly detector over a CSV file and prints timestamp,score,label per
 // row (docs/anomaly-detection.md), so users can try the detectors on their own data offline.
+// `--algorithm rul` runs the remaining-life estimator instead and prints timestamp,rul,low,high.
 //
 // Split for testing: RunDetect does the work on text it is given (pure apart from `out`);
 // DetectCommand is the CLI11 glue wisp_main.cc registers. Runs on the calling thread.
