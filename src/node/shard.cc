@@ -55,6 +55,8 @@ void Shard::UpdateScaler(const std::string& name, const DeployedFunctionPtr& fn)
     if (it != scalers_.end()) scalers_.erase(it);
     return;
   }
+  // Memory-aware policies (wisp) weigh the instance size: the manifest's memory limit.
+  keepalive_->OnAppMemory(app, static_cast<std::int64_t>(fn->spec->limits.memory_bytes >> 20));
   if (it == scalers_.end()) {
     scalers_.emplace(name, ScalerEntry{FunctionScaler(std::move(*autoscaler)), app, fn.get()});
   } else {
