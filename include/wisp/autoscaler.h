@@ -16,6 +16,7 @@
 // configurations are refused by CreateAutoscaler.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -63,6 +64,7 @@ enum class ScaleReason {
   kPrewarm,      // idle, inside the policy's pre-warm window: one instance
   kScaleToZero,  // idle for the whole keep-alive: zero
 };
+inline constexpr std::size_t kScaleReasonCount = 10;
 std::string_view ScaleReasonName(ScaleReason reason);
 
 struct ScaleRecommendation {

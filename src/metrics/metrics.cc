@@ -348,6 +348,22 @@ std::string MetricsRegistry::RenderPrometheus(std::string_view version,
                      sum(*fm, [st](M m) { return m.instances_by_state[st].load(kRelaxed); }));
     }
   }
+  Family(out, "wisp_function_desired_instances", "gauge",
+         "Instances the autoscaler recommends now, over all shards.");
+  for (const auto& fm : functions) {
+    fmt::format_to(it, "wisp_function_desired_instances{{function=\"{}\"}} {}\n", fm->name(),
+                   sum(*fm, [](M m) { return m.desired_instances.load(kRelaxed); }));
+  }
+  Family(out, "wisp_autoscaler_decisions_total", "counter",
+         "Autoscaler decisions that changed a function's instance count, by reason.");
+  for (const auto& fm : functions) {
+    for (std::size_t reason = 0; reason < kScaleReasonCount; ++reason) {
+      const auto count = sum(*fm, [reason](M m) { return m.autoscaler_decisions[reason].Get(); });
+      if (count == 0) continue;  // only the reasons that occurred, to keep the page short
+      fmt::format_to(it, "wisp_autoscaler_decisions_total{{function=\"{}\",reason=\"{}\"}} {}\n",
+                     fm->name(), ScaleReasonName(static_cast<ScaleReason>(reason)), count);
+    }
+  }
   Family(out, "wisp_function_warm_starts_total", "counter",
          "Calls that found a ready instance (warm hits; warm hit rate = warm / (warm + cold)).");
   for (const auto& fm : functions) {

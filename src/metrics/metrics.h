@@ -23,6 +23,7 @@
 #include <string>
 #include <vector>
 
+#include "wisp/autoscaler.h"
 #include "wisp/event.h"
 #include "wisp/status.h"
 
@@ -89,6 +90,10 @@ struct alignas(64) FunctionShardMetrics {
   std::atomic<std::int64_t> queue_depth{0};
   // Instances by lifecycle state: starting, idle, busy, draining (InstanceState order).
   std::array<std::atomic<std::int64_t>, 4> instances_by_state{};
+  // The autoscaler's last recommendation on this shard, and its decisions that changed the
+  // instance count, by ScaleReason (docs/autoscaling.md).
+  std::atomic<std::int64_t> desired_instances{0};
+  std::array<ShardCounter, kScaleReasonCount> autoscaler_decisions;
 };
 
 class FunctionMetrics {

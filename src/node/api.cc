@@ -262,6 +262,7 @@ void Shard::HandleInvoke(const Route& route, HttpRequest& request, HttpResponse&
   call->response = &response;
   call->done = std::move(done);
   call->queued_at = std::chrono::steady_clock::now();
+  CallBegins(call->function);  // ended wherever the call is answered
   Admit(call);
 }
 
@@ -290,6 +291,7 @@ void Shard::Admit(const PendingInvokePtr& call) {
       SetErrorResponse(admitted.status(), *call->response);
     }
     if (archive_) archive_->RecordEvent(call->event, call->function, admitted.status(), {});
+    CallEnds(call->function);
     return call->done();
   }
   ApplyActions(fi, std::move(*admitted));
@@ -314,6 +316,7 @@ void Shard::RunOn(const PendingInvokePtr& call, Result<InstancePool::InstanceId>
     if (archive_) archive_->RecordEvent(call->event, call->function, instance.status(), {});
     Result<Reply> failed = instance.status();
     SetReply(*call->response, failed, false);
+    CallEnds(call->function);
     return call->done();
   }
   const InstancePool::InstanceId id = *instance;
@@ -351,6 +354,7 @@ void Shard::FinishInvoke(const PendingInvokePtr& call, InstancePool::InstanceId 
     metrics.trigger(call->event.trigger).ok.Add();
   }
   SetReply(*call->response, reply, call->cold);
+  CallEnds(call->function);
   call->done();
   auto actions = fi->pool.Release(id, reusable, elapsed);
   if (!actions.ok()) {

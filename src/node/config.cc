@@ -1,6 +1,7 @@
 #include <unistd.h>
 
 #include <charconv>
+#include <cmath>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -10,8 +11,11 @@
 #include <yaml-cpp/yaml.h>
 
 #include "archive/archive_format.h"
+#include "node/function_scaler.h"
 #include "node/http_actions.h"
 #include "node/node.h"
+#include "scheduling/autoscaler.h"
+#include "wisp/keepalive_policy.h"
 #include "wisp/units.h"
 
 namespace wisp {
@@ -123,6 +127,28 @@ class ConfigReader {
       return Status::Ok();
     });
   }
+  Status Number(const char* key, double* out) {
+    return Scalar(key, [&](const std::string& v) -> Status {
+      double n = 0;
+      auto [ptr, ec] = std::from_chars(v.data(), v.data() + v.size(), n);
+      if (ec != std::errc() || ptr != v.data() + v.size() || !std::isfinite(n)) {
+        return InvalidArgument(fmt::format("'{}' is not a number", v));
+      }
+      *out = n;
+      return Status::Ok();
+    });
+  }
+  // Every key of this map as a number (a map of options whose names the caller checks).
+  Status EachNumber(std::map<std::string, double, std::less<>>* out) {
+    out->clear();
+    for (const auto& kv : node_) {
+      const std::string key = kv.first.as<std::string>();
+      double value = 0;
+      RETURN_IF_ERROR(Number(key.c_str(), &value));
+      (*out)[key] = value;
+    }
+    return Status::Ok();
+  }
   Status StringList(const char* key, std::vector<std::string>* out) {
     seen_.push_back(key);
     YAML::Node value = node_[key];
@@ -194,6 +220,31 @@ Status ReadArchiveConfig(ConfigReader& archive, ArchiveConfig* a) {
   return archive.CheckNoUnknownKeys();
 }
 
+Status ReadSchedulingConfig(ConfigReader& scheduling, SchedulingConfig* s) {
+  RETURN_IF_ERROR(scheduling.String("keepalive", &s->keepalive));
+  ASSIGN_OR_RETURN(ConfigReader options, scheduling.Child("options"));
+  RETURN_IF_ERROR(options.EachNumber(&s->options));
+  RETURN_IF_ERROR(scheduling.Duration("stable_window", &s->stable_window));
+  RETURN_IF_ERROR(scheduling.Duration("panic_window", &s->panic_window));
+  RETURN_IF_ERROR(scheduling.Number("panic_threshold", &s->panic_threshold));
+  RETURN_IF_ERROR(scheduling.Number("max_scale_up_rate", &s->max_scale_up_rate));
+  RETURN_IF_ERROR(scheduling.Number("max_scale_down_rate", &s->max_scale_down_rate));
+  RETURN_IF_ERROR(scheduling.Duration("tick", &s->tick));
+  if (s->tick.count() <= 0) return scheduling.Error("tick", "must be > 0");
+  // Refused here rather than when the first shard starts: the same checks the shards' policy
+  // and autoscalers make.
+  RegisterBuiltinKeepAlivePolicies();
+  if (auto policy = CreateKeepAlivePolicy(s->keepalive, s->options); !policy.ok()) {
+    return scheduling.Error("keepalive", policy.status().message());
+  }
+  AutoscalerConfig autoscaler = AutoscalerConfigOf(*s);
+  autoscaler.max_instances = 1;  // the per-function fields come from manifests
+  if (Status valid = ValidateAutoscalerConfig(autoscaler); !valid.ok()) {
+    return scheduling.Error("autoscaler", valid.message());
+  }
+  return scheduling.CheckNoUnknownKeys();
+}
+
 Status ReadConfig(ConfigReader& root, NodeConfig* c) {
   RETURN_IF_ERROR(
       root.Scalar("listen", [&](const std::string& v) { return ParseListenAddress(v, c); }));
@@ -256,6 +307,8 @@ Status ReadConfig(ConfigReader& root, NodeConfig* c) {
   RETURN_IF_ERROR(async.CheckNoUnknownKeys());
   ASSIGN_OR_RETURN(ConfigReader archive, root.Child("archive"));
   RETURN_IF_ERROR(ReadArchiveConfig(archive, &c->archive));
+  ASSIGN_OR_RETURN(ConfigReader scheduling, root.Child("scheduling"));
+  RETURN_IF_ERROR(ReadSchedulingConfig(scheduling, &c->scheduling));
   return root.CheckNoUnknownKeys();
 }
 

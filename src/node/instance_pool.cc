@@ -160,6 +160,28 @@ InstancePool::Actions InstancePool::Prewarm() {
   return actions;
 }
 
+InstancePool::Actions InstancePool::ScaleTo(int desired) {
+  Actions actions;
+  if (drained_) return actions;
+  desired = std::clamp(desired, std::min(limits_.min_instances, limits_.max_instances),
+                       limits_.max_instances);
+  while (live() < desired) StartOne(actions);
+  if (live() > desired) {
+    std::vector<InstanceId> idle;
+    for (auto& [id, slot] : instances_) {
+      if (slot.state == InstanceState::kIdle) idle.push_back(id);
+    }
+    // Oldest first (ids grow), so the most recently started instances stay.
+    std::sort(idle.begin(), idle.end());
+    for (InstanceId id : idle) {
+      if (live() <= desired) break;
+      (void)Move(id, instances_[id], InstanceState::kGone);
+      Forget(id, actions);
+    }
+  }
+  return actions;
+}
+
 Result<InstancePool::Actions> InstancePool::Started(InstanceId id, const Status& outcome) {
   auto it = instances_.find(id);
   if (it == instances_.end() || (it->second.state != InstanceState::kStarting &&

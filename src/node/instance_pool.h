@@ -86,6 +86,12 @@ class InstancePool {
   // Starts instances until min_instances are starting or live.
   Actions Prewarm();
 
+  // The autoscaler's recommendation: starts instances until `desired` are live (pre-warm), or
+  // retires idle ones (idle -> gone) while more than `desired` are live. Never retires a busy,
+  // starting or draining instance, never goes below min_instances nor above max_instances.
+  // Nothing after Drain().
+  Actions ScaleTo(int desired);
+
   // The instance `id` finished starting: `outcome` ok (now idle and given to waiting calls)
   // or why it failed (gone; when nothing else is starting or live the waiting calls fail with
   // it, since nothing would ever serve them). Internal for an id that is not starting/draining.

@@ -3,6 +3,8 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -60,6 +62,19 @@ struct ArchiveConfig {
   std::uint64_t payload_preview_bytes = 256;
 };
 
+// How shards scale each function's instances (docs/autoscaling.md, docs/config.md).
+struct SchedulingConfig {
+  std::string keepalive = "fixed";  // a KeepAlivePolicy name: fixed | hybrid | wisp
+  // The policy's numeric options (docs/prewarm.md); empty: its defaults (fixed: 10 minutes).
+  std::map<std::string, double, std::less<>> options;
+  std::chrono::milliseconds stable_window{60'000};
+  std::chrono::milliseconds panic_window{6'000};
+  double panic_threshold = 2.0;
+  double max_scale_up_rate = 1000;
+  double max_scale_down_rate = 2;
+  std::chrono::milliseconds tick{1'000};  // how often each shard samples and decides
+};
+
 struct NodeConfig {
   std::string listen_host = "127.0.0.1";
   std::uint16_t listen_port = 8080;  // 0: pick a free port (written to <data>/node.json)
@@ -72,6 +87,7 @@ struct NodeConfig {
   ActionsConfig actions;
   AsyncConfig async;
   ArchiveConfig archive;
+  SchedulingConfig scheduling;
   std::string log_level = "info";
   std::chrono::milliseconds drain_timeout{10'000};
   std::vector<std::string> deploy_dirs;  // function directories deployed at start (--deploy)

@@ -30,7 +30,84 @@ Status Shard::Init(std::uint16_t port) {
     archive_ = &services_.archive->shard(index_);
     archive_->Start(io_);
   }
+  const SchedulingConfig& scheduling = services_.config->scheduling;
+  RegisterBuiltinKeepAlivePolicies();
+  ASSIGN_OR_RETURN(keepalive_, CreateKeepAlivePolicy(scheduling.keepalive, scheduling.options));
+  ArmScaleTimer();
   return Status::Ok();
+}
+
+PolicyTimeMs Shard::NowMs() const {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() -
+                                                               epoch_)
+      .count();
+}
+
+void Shard::UpdateScaler(const std::string& name, const DeployedFunctionPtr& fn) {
+  auto it = scalers_.find(name);
+  if (it != scalers_.end() && it->second.configured_for == fn.get()) return;
+  const PolicyAppId app = it != scalers_.end() ? it->second.app : next_app_++;
+  auto autoscaler = CreateAutoscaler(AutoscalerConfigOf(services_.config->scheduling, *fn->spec),
+                                     keepalive_.get(), app);
+  if (!autoscaler.ok()) {  // manifests and the node config are validated before this
+    spdlog::error("function {} shard {}: not autoscaled: {}", name, index_,
+                  autoscaler.status().message());
+    if (it != scalers_.end()) scalers_.erase(it);
+    return;
+  }
+  // Memory-aware policies (wisp) weigh the instance size: the manifest's memory limit.
+  keepalive_->OnAppMemory(app, static_cast<std::int64_t>(fn->spec->limits.memory_bytes >> 20));
+  if (it == scalers_.end()) {
+    scalers_.emplace(name, ScalerEntry{FunctionScaler(std::move(*autoscaler)), app, fn.get()});
+  } else {
+    it->second.scaler.Replace(std::move(*autoscaler));
+    it->second.configured_for = fn.get();
+  }
+}
+
+void Shard::CallBegins(std::string_view function) {
+  if (auto it = scalers_.find(function); it != scalers_.end()) {
+    it->second.scaler.CallBegins(NowMs());
+  }
+}
+
+void Shard::CallEnds(std::string_view function) {
+  if (auto it = scalers_.find(function); it != scalers_.end()) it->second.scaler.CallEnds(NowMs());
+}
+
+void Shard::ArmScaleTimer() {
+  if (draining_ || !keepalive_) return;
+  scale_timer_.expires_after(services_.config->scheduling.tick);
+  scale_timer_.async_wait([this](boost::system::error_code ec) {
+    if (ec || draining_) return;
+    ScaleTick();
+    ArmScaleTimer();
+  });
+}
+
+// Samples every function's active calls, asks its autoscaler and applies the answer: starts
+// instances up to it, retires idle ones above it (busy ones finish first; the pool keeps
+// scale.min). Only changes of the instance count are logged and counted.
+void Shard::ScaleTick() {
+  SyncCatalog();
+  const PolicyTimeMs now = NowMs();
+  for (auto& [name, sf] : functions_) {
+    auto entry = scalers_.find(name);
+    if (entry == scalers_.end()) continue;
+    const FunctionInstancesPtr fi = sf.instances;
+    const int before = fi->pool.live();
+    const ScaleRecommendation wanted = entry->second.scaler.Tick(now, before);
+    FunctionShardMetrics& metrics = fi->fn->metrics->shard(index_);
+    metrics.desired_instances.store(wanted.instances, std::memory_order_relaxed);
+    if (wanted.instances == before) continue;
+    InstancePool::Actions actions = fi->pool.ScaleTo(wanted.instances);
+    const int after = fi->pool.live();
+    if (after == before) continue;  // only busy instances above it, or at a limit
+    metrics.autoscaler_decisions[static_cast<std::size_t>(wanted.reason)].Add();
+    spdlog::info("function {} shard {}: instances {} -> {} ({}: {})", name, index_, before, after,
+                 ScaleReasonName(wanted.reason), wanted.detail);
+    ApplyActions(fi, std::move(actions));
+  }
 }
 
 void Shard::Run() { io_.run(); }
@@ -40,6 +117,7 @@ void Shard::Drain() {
   listener_->Drain();
   if (archive_) archive_->Stop();  // its flush timer would keep the loop alive
   filter_timer_.cancel();          // open windows are dropped (docs/decisions.md)
+  scale_timer_.cancel();
   filter_timer_at_.reset();
   // A pending timer is work: the loop would never run dry with one armed.
   for (auto& [name, states] : timers_) {
@@ -149,6 +227,7 @@ void Shard::SyncCatalog() {
       spdlog::debug("function {} shard {}: {} instances drain ({})", it->first, index_,
                     fi->pool.live(), now == snapshot->end() ? "deleted" : "redeployed");
       drained.emplace_back(fi, fi->pool.Drain(nullptr));
+      if (now == snapshot->end()) scalers_.erase(it->first);
       it = functions_.erase(it);
     } else {
       ++it;
@@ -159,6 +238,7 @@ void Shard::SyncCatalog() {
     auto [it, inserted] = functions_.try_emplace(
         name, ShardFunction{fn, std::make_shared<FunctionInstances>(fn, LimitsOf(*fn->spec)), {}});
     BuildChains(it->second);
+    if (keepalive_) UpdateScaler(name, fn);
   }
   catalog_generation_ = generation;
   for (auto& [fi, actions] : drained) ApplyActions(fi, std::move(actions));
@@ -255,6 +335,8 @@ void Shard::CountFailure(ShardFunction& sf, const Event& event, const Status& st
 Result<Reply> Shard::RunFunction(ShardFunction& sf, const Event& event, bool* cold) {
   const FunctionInstancesPtr fi = sf.instances;
   FunctionShardMetrics& metrics = sf.fn->metrics->shard(index_);
+  const std::string& name = sf.fn->spec->name;
+  CallBegins(name);
   const std::optional<InstancePool::InstanceId> id = fi->pool.TryAcquire();
   InstancePtr own;
   Instance* instance = nullptr;
@@ -272,6 +354,7 @@ Result<Reply> Shard::RunFunction(ShardFunction& sf, const Event& event, bool* co
       Status status = created.status().WithContext("cannot start an instance of the function");
       CountFailure(sf, event, status);
       if (archive_) archive_->RecordEvent(event, sf.fn->spec->name, status, {});
+      CallEnds(name);
       return status;
     }
     own = std::move(*created);
@@ -304,6 +387,7 @@ Result<Reply> Shard::RunFunction(ShardFunction& sf, const Event& event, bool* co
     if (auto adopted = fi->pool.Adopt(actions)) fi->objects[*adopted] = std::move(own);
     ApplyActions(fi, std::move(actions));
   }
+  CallEnds(name);
   return reply;
 }
 

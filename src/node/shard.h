@@ -30,9 +30,11 @@
 #include "metrics/metrics.h"
 #include "node/async_calls.h"
 #include "node/function_catalog.h"
+#include "node/function_scaler.h"
 #include "node/http_actions.h"
 #include "node/instance_pool.h"
 #include "node/node.h"
+#include "wisp/keepalive_policy.h"
 #include "wisp/runtime.h"
 #include "wisp/state_store.h"
 
@@ -185,6 +187,20 @@ class Shard final : public HttpHandler {
   void FlushFilters();
   void ArmFilterTimer();
 
+  // Autoscaling (docs/autoscaling.md): one keep-alive policy per shard, one FunctionScaler per
+  // function name (it outlives redeploys, so calls of the old version still end on it).
+  struct ScalerEntry {
+    FunctionScaler scaler;
+    PolicyAppId app = 0;
+    const DeployedFunction* configured_for = nullptr;  // the version its autoscaler follows
+  };
+  void UpdateScaler(const std::string& name, const DeployedFunctionPtr& fn);
+  PolicyTimeMs NowMs() const;
+  void CallBegins(std::string_view function);
+  void CallEnds(std::string_view function);
+  void ArmScaleTimer();
+  void ScaleTick();
+
   ShardFunction* FindFunction(std::string_view name);
   void SyncCatalog();
   static PoolLimits LimitsOf(const FunctionSpec& spec);
@@ -266,6 +282,11 @@ class Shard final : public HttpHandler {
   boost::asio::steady_timer filter_timer_{io_};
   std::optional<FilterTime> filter_timer_at_;  // the deadline armed; nullopt: none
   std::vector<FilterOutput> filter_outputs_;   // reused per message to avoid an allocation
+  std::unique_ptr<KeepAlivePolicy> keepalive_;
+  std::unordered_map<std::string, ScalerEntry, StringHash, std::equal_to<>> scalers_;
+  PolicyAppId next_app_ = 0;
+  boost::asio::steady_timer scale_timer_{io_};
+  const std::chrono::steady_clock::time_point epoch_ = std::chrono::steady_clock::now();
 };
 
 }  // namespace wisp

@@ -237,3 +237,45 @@ TEST(InstanceLifecycleTest, FailedStartFailsTheWaitingCallsWhenNothingElseCanSer
 
 }  // namespace
 }  // namespace wisp
+
+namespace wisp {
+namespace {
+
+TEST(InstancePoolScaleToTest, StartsUpToTheRecommendationAndRetiresOnlyIdleOnes) {
+  InstancePool pool({.min_instances = 1, .max_instances = 3, .max_concurrency = 1});
+  InstancePool::Actions up = pool.ScaleTo(5);  // pre-warm, capped at max_instances
+  ASSERT_EQ(up.start.size(), 3u);
+  for (InstancePool::InstanceId id : up.start) ASSERT_TRUE(pool.Started(id, Status::Ok()).ok());
+  EXPECT_EQ(pool.count(InstanceState::kIdle), 3);
+
+  const std::optional<InstancePool::InstanceId> busy = pool.TryAcquire();
+  ASSERT_TRUE(busy.has_value());
+  InstancePool::Actions down = pool.ScaleTo(0);  // never below min_instances (1)
+  // Two idle instances could go, but one must stay for scale.min: the busy one counts.
+  EXPECT_EQ(down.destroy.size(), 2u);
+  EXPECT_TRUE(down.start.empty());
+  EXPECT_EQ(pool.state(*busy), InstanceState::kBusy);
+  EXPECT_EQ(pool.live(), 1);
+  EXPECT_EQ(pool.count(InstanceState::kIdle), 0);
+  for (InstancePool::InstanceId id : down.destroy) EXPECT_EQ(pool.state(id), InstanceState::kGone);
+}
+
+TEST(InstancePoolScaleToTest, NeverRetiresBusyInstancesAndDoesNothingOnceDrained) {
+  InstancePool pool({.min_instances = 0, .max_instances = 2, .max_concurrency = 1});
+  InstancePool::Actions up = pool.ScaleTo(2);
+  ASSERT_EQ(up.start.size(), 2u);
+  for (InstancePool::InstanceId id : up.start) ASSERT_TRUE(pool.Started(id, Status::Ok()).ok());
+  ASSERT_TRUE(pool.TryAcquire().has_value());
+  ASSERT_TRUE(pool.TryAcquire().has_value());
+  InstancePool::Actions down = pool.ScaleTo(0);
+  EXPECT_TRUE(down.destroy.empty());  // both busy: they finish first
+  EXPECT_EQ(pool.count(InstanceState::kBusy), 2);
+
+  (void)pool.Drain(nullptr);
+  InstancePool::Actions after = pool.ScaleTo(2);
+  EXPECT_TRUE(after.start.empty());
+  EXPECT_TRUE(after.destroy.empty());
+}
+
+}  // namespace
+}  // namespace wisp
