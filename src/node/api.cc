@@ -13,6 +13,7 @@
 
 #include "common/utf8.h"
 #include "node/shard.h"
+#include "runtime/model/model_runtime.h"
 #include "wisp/bundle.h"
 #include "wisp/units.h"
 
@@ -582,6 +583,11 @@ void Shard::HandleMetrics(HttpResponse& response) {
   response.result(http::status::ok);
   response.set(http::field::content_type, "text/plain; version=0.0.4; charset=utf-8");
   response.body() = services_.metrics->RenderPrometheus(WISP_VERSION, WISP_GIT_COMMIT);
+  response.body() += fmt::format(
+      "# HELP wisp_model_canary_rollbacks_total Canaries dropped automatically for failing.\n"
+      "# TYPE wisp_model_canary_rollbacks_total counter\n"
+      "wisp_model_canary_rollbacks_total {}\n",
+      CanaryRollbackCount().load(std::memory_order_relaxed));
 }
 
 }  // namespace wisp

@@ -13,6 +13,7 @@
 #include <thread>
 
 #include <fmt/format.h>
+#include <spdlog/spdlog.h>
 #include <yaml-cpp/yaml.h>
 #include <nlohmann/json.hpp>
 
@@ -128,18 +129,132 @@ struct Windows {
   std::map<std::string, std::deque<std::vector<float>>> rows;  // "function\0key"
 };
 
+// A session for NAME@VERSION from the thread's cache (by sha256), loading it when absent.
+Result<std::shared_ptr<ModelSession>> ThreadSession(ModelStore& store, const std::string& ref) {
+  ASSIGN_OR_RETURN(ModelMetadata metadata, store.Describe(ref));
+  std::shared_ptr<ModelSession> session = ThreadSessions()[metadata.sha256].lock();
+  if (session) return session;
+  ASSIGN_OR_RETURN(LoadedModel loaded, store.Load(ref));
+  session = std::move(loaded.session);
+  ThreadSessions()[loaded.metadata.sha256] = session;
+  return session;
+}
+
+// Routes the calls of a function naming NAME@stable (or NAME@canary) to the channel's current
+// version, and splits NAME@stable between stable and canary. It re-resolves only when the
+// store's channel generation moved, and loads the new sessions before dropping the old ones, so
+// a switch fails no call: a call in flight keeps the session it started with (one shard runs
+// one call at a time; other shards hold their own sessions).
+class ChannelRouter {
+ public:
+  ChannelRouter(ModelStore* store, std::string name, std::string channel)
+      : store_(store), name_(std::move(name)), channel_(std::move(channel)) {}
+
+  // Brings the sessions up to date. Fails only the first time (CreateInstance reports it);
+  // later a version that cannot be loaded is logged and the old sessions stay.
+  Status Refresh() {
+    const std::uint64_t generation = store_->ChannelGeneration();
+    if (loaded_ && generation == generation_) return Status::Ok();
+    Status refreshed = Load();
+    generation_ = generation;
+    if (!refreshed.ok()) {
+      if (!loaded_) return refreshed;
+      spdlog::warn("model {}@{}: keeping the previous version: {}", name_, channel_,
+                   refreshed.message());
+    }
+    loaded_ = true;
+    return Status::Ok();
+  }
+
+  // The session for this call. Deterministic split: of every 100 calls, the first `percent`
+  // (by this router's call counter) go to the canary.
+  ModelSession& Pick(bool& canary) {
+    canary = canary_ != nullptr && static_cast<int>(calls_++ % 100) < percent_;
+    return canary ? *canary_ : *stable_;
+  }
+  ModelSession& Stable() { return *stable_; }
+  const std::string& StableVersion() const { return stable_version_; }
+  const std::string& CanaryVersion() const { return canary_version_; }
+
+  // A canary call's outcome. When the window of the last `window` canary calls is full and
+  // more than max_error_rate of them failed, the canary is dropped for every shard.
+  void RecordCanary(bool failed) {
+    outcomes_.push_back(failed);
+    failures_ += failed;
+    if (static_cast<int>(outcomes_.size()) > window_) {
+      failures_ -= outcomes_.front();
+      outcomes_.pop_front();
+    }
+    if (static_cast<int>(outcomes_.size()) < window_ ||
+        failures_ <= max_error_rate_ * static_cast<double>(window_)) {
+      return;
+    }
+    const std::string reason = fmt::format("{} of the last {} canary calls failed (bound {:g})",
+                                           failures_, window_, max_error_rate_);
+    spdlog::warn("model {}: canary {} rolled back to stable: {}", name_, canary_version_, reason);
+    CanaryRollbackCount().fetch_add(1, std::memory_order_relaxed);
+    auto abandoned = store_->AbandonCanary(name_, canary_version_, reason);
+    if (!abandoned.ok()) {
+      spdlog::error("model {}: cannot record the canary rollback: {}", name_,
+                    abandoned.status().message());
+    }
+    canary_.reset();  // at once on this shard; the others follow the store's generation
+    ResetWindow();
+  }
+
+ private:
+  Status Load() {
+    ASSIGN_OR_RETURN(ModelChannels channels, store_->Channels(name_));
+    const std::string& target = channel_ == "stable" ? channels.stable : channels.canary;
+    if (target.empty()) {
+      return NotFound(
+          fmt::format("model '{}' has no {} channel (wisp model promote {}@V --channel {})", name_,
+                      channel_, name_, channel_));
+    }
+    ASSIGN_OR_RETURN(auto stable, ThreadSession(*store_, name_ + "@" + target));
+    std::shared_ptr<ModelSession> canary;
+    if (channel_ == "stable" && !channels.canary.empty() && channels.canary_percent > 0) {
+      ASSIGN_OR_RETURN(canary, ThreadSession(*store_, name_ + "@" + channels.canary));
+    }
+    if (channels.canary != canary_version_) ResetWindow();
+    stable_ = std::move(stable);
+    stable_version_ = target;
+    canary_ = std::move(canary);
+    canary_version_ = channels.canary;
+    percent_ = channels.canary_percent;
+    max_error_rate_ = channels.canary_max_error_rate;
+    window_ = std::max(1, channels.canary_window);
+    return Status::Ok();
+  }
+  void ResetWindow() {
+    outcomes_.clear();
+    failures_ = 0;
+  }
+
+  ModelStore* store_;
+  std::string name_, channel_;
+  bool loaded_ = false;
+  std::uint64_t generation_ = 0;
+  std::shared_ptr<ModelSession> stable_, canary_;
+  std::string stable_version_, canary_version_;
+  int percent_ = 0;
+  double max_error_rate_ = 0.2;
+  int window_ = 20;
+  std::uint64_t calls_ = 0;
+  std::deque<bool> outcomes_;
+  int failures_ = 0;
+};
+
 class ModelInstance final : public Instance {
  public:
   ModelInstance(FunctionSpecPtr spec, ModelFunctionConfig config,
-                std::shared_ptr<ModelSession> session, std::shared_ptr<Windows> windows)
+                std::shared_ptr<ModelSession> session, std::unique_ptr<ChannelRouter> router,
+                std::shared_ptr<Windows> windows)
       : spec_(std::move(spec)),
         config_(std::move(config)),
         session_(std::move(session)),
-        windows_(std::move(windows)) {
-    const TensorInfo& input = session_->Info().inputs.front();
-    input_shape_ = input.shape;
-    input_name_ = input.name;
-  }
+        router_(std::move(router)),
+        windows_(std::move(windows)) {}
 
   Result<Reply> Invoke(const Event& event, HostApi& host) override {
     json parsed;
@@ -202,20 +317,51 @@ class ModelInstance final : public Instance {
     } else {
       tensor.data = std::move(row);
     }
-    RETURN_IF_ERROR(FitShape(tensor));
-    input_.first = input_name_;
-    inputs_.resize(1);
-    std::swap(inputs_[0], input_);
-    auto outputs = session_->Run(inputs_);
-    std::swap(inputs_[0], input_);
-    if (!outputs.ok()) return outputs.status();
-    return PostProcess(*outputs, host);
+    if (!router_) return RunOn(*session_, host);
+    RETURN_IF_ERROR(router_->Refresh());
+    bool canary = false;
+    ModelSession& session = router_->Pick(canary);
+    answered_by_ = canary ? &router_->CanaryVersion() : &router_->StableVersion();
+    auto reply = RunOn(session, host);
+    if (!canary) return reply;
+    if (reply.ok()) {
+      router_->RecordCanary(/*failed=*/false);
+      return reply;
+    }
+    // The canary failed: answer with stable. Only a failure stable does not share counts
+    // against the canary (a bad event fails both).
+    answered_by_ = &router_->StableVersion();
+    auto fallback = RunOn(router_->Stable(), host);
+    if (fallback.ok()) router_->RecordCanary(/*failed=*/true);
+    return fallback;
   }
 
   bool Reusable() const override { return true; }
   std::uint64_t MemoryBytes() const override { return 0; }
 
  private:
+  // Fits the prepared input to `session`'s declared input, runs it and post-processes.
+  Result<Reply> RunOn(ModelSession& session, HostApi& host) {
+    if (&session != shaped_for_) {
+      const auto& declared = session.Info().inputs;
+      if (declared.size() != 1) {
+        return FunctionError(fmt::format("a model function's model must have one input; it has {}",
+                                         declared.size()));
+      }
+      input_shape_ = declared.front().shape;
+      input_name_ = declared.front().name;
+      shaped_for_ = &session;
+    }
+    RETURN_IF_ERROR(FitShape(input_.second));
+    input_.first = input_name_;
+    inputs_.resize(1);
+    std::swap(inputs_[0], input_);
+    auto outputs = session.Run(inputs_);
+    std::swap(inputs_[0], input_);
+    if (!outputs.ok()) return outputs.status();
+    return PostProcess(*outputs, host);
+  }
+
   float Scaled(double x) const { return static_cast<float>((x + config_.offset) * config_.scale); }
 
   Status FitShape(Tensor& tensor) const {
@@ -288,6 +434,7 @@ class ModelInstance final : public Instance {
         body = {{"outputs", TensorsToJson(outputs)}};
         break;
     }
+    if (answered_by_ != nullptr) body["version"] = *answered_by_;  // which channel answered
     Reply reply;
     reply.content_type = "application/json";
     reply.body = body.dump();
@@ -299,8 +446,12 @@ class ModelInstance final : public Instance {
 
   FunctionSpecPtr spec_;
   ModelFunctionConfig config_;
-  std::shared_ptr<ModelSession> session_;
+  std::shared_ptr<ModelSession> session_;  // null when router_ picks the session
+  std::unique_ptr<ChannelRouter> router_;  // for NAME@stable and NAME@canary
   std::shared_ptr<Windows> windows_;
+  const ModelSession* shaped_for_ = nullptr;
+  const std::string* answered_by_ =
+      nullptr;  // router_'s version for this call  // the session input_shape_ was read from
   std::vector<std::int64_t> input_shape_;
   std::string input_name_;
   NamedTensor input_;    // reused: its buffer survives across calls
@@ -325,6 +476,26 @@ class ModelRuntime final : public Runtime {
 
     std::string bytes, sha;
     ModelStore* store = use_global_ ? g_store.load() : store_;
+    std::shared_ptr<Windows> windows;
+    {
+      std::lock_guard lock(mu_);
+      auto& w = windows_[spec->name];
+      if (!w) w = std::make_shared<Windows>();
+      windows = w;
+    }
+    if (!config.model_ref.empty()) {
+      if (store == nullptr) return InvalidArgument("this node has no model registry");
+      ASSIGN_OR_RETURN(ModelRef ref, ParseModelRef(config.model_ref));
+      if (ref.version == "stable" || ref.version == "canary") {
+        auto router = std::make_unique<ChannelRouter>(store, ref.name, ref.version);
+        RETURN_IF_ERROR(router->Refresh());
+        if (router->Stable().Info().inputs.size() != 1) {
+          return InvalidArgument("a model function's model must have one input");
+        }
+        return InstancePtr(std::make_unique<ModelInstance>(spec, std::move(config), nullptr,
+                                                           std::move(router), std::move(windows)));
+      }
+    }
     if (!config.model_ref.empty()) {
       if (store == nullptr) return InvalidArgument("this node has no model registry");
       ASSIGN_OR_RETURN(ModelMetadata metadata, store->Describe(config.model_ref));
@@ -357,15 +528,8 @@ class ModelRuntime final : public Runtime {
       return InvalidArgument(fmt::format("a model function's model must have one input; it has {}",
                                          session->Info().inputs.size()));
     }
-    std::shared_ptr<Windows> windows;
-    {
-      std::lock_guard lock(mu_);
-      auto& w = windows_[spec->name];
-      if (!w) w = std::make_shared<Windows>();
-      windows = w;
-    }
     return InstancePtr(std::make_unique<ModelInstance>(spec, std::move(config), std::move(session),
-                                                       std::move(windows)));
+                                                       nullptr, std::move(windows)));
   }
 
  private:
@@ -408,6 +572,11 @@ Result<std::string> InferWithThreadSessions(ModelStore* store, std::string_view 
   ASSIGN_OR_RETURN(NamedTensors inputs, InputsFromJson(doc, session.Info()));
   ASSIGN_OR_RETURN(NamedTensors outputs, session.Run(inputs));
   return TensorsToJson(outputs).dump();
+}
+
+std::atomic<std::uint64_t>& CanaryRollbackCount() {
+  static std::atomic<std::uint64_t> count{0};
+  return count;
 }
 
 RuntimePtr MakeModelRuntime(ModelStore* store) {
