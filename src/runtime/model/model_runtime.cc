@@ -19,6 +19,7 @@
 
 #include "inference/tensor_json.h"
 #include "models/model_store.h"
+#include "wisp/units.h"
 
 namespace wisp {
 namespace {
@@ -40,6 +41,11 @@ struct ModelFunctionConfig {
   std::vector<std::string> labels;
   double threshold = 0;
   std::string alert_topic;
+  // upstream: escalate answers less confident than upstream_confidence (argmax only).
+  std::string upstream_url;
+  std::string upstream_function;
+  double upstream_confidence = 0.8;
+  std::chrono::milliseconds upstream_deadline{200};
 };
 
 Result<ModelFunctionConfig> ParseConfig(const std::string& text, const std::string& source) {
@@ -49,9 +55,10 @@ Result<ModelFunctionConfig> ParseConfig(const std::string& text, const std::stri
     if (!root.IsMap()) return InvalidArgument(source + ": must be a map (model:, input:, output:)");
     for (const auto& item : root) {
       const std::string key = item.first.as<std::string>();
-      if (key != "model" && key != "file" && key != "input" && key != "output") {
-        return InvalidArgument(
-            fmt::format("{}: unknown key '{}' (known: model, file, input, output)", source, key));
+      if (key != "model" && key != "file" && key != "input" && key != "output" &&
+          key != "upstream") {
+        return InvalidArgument(fmt::format(
+            "{}: unknown key '{}' (known: model, file, input, output, upstream)", source, key));
       }
     }
     if (root["model"]) config.model_ref = root["model"].as<std::string>();
@@ -94,6 +101,25 @@ Result<ModelFunctionConfig> ParseConfig(const std::string& text, const std::stri
       if (output["labels"]) config.labels = output["labels"].as<std::vector<std::string>>();
       if (output["threshold"]) config.threshold = output["threshold"].as<double>();
       if (output["alert_topic"]) config.alert_topic = output["alert_topic"].as<std::string>();
+    }
+    if (YAML::Node upstream = root["upstream"]) {
+      if (!upstream["url"] || !upstream["function"]) {
+        return InvalidArgument(source + ": upstream needs url: and function:");
+      }
+      config.upstream_url = upstream["url"].as<std::string>();
+      config.upstream_function = upstream["function"].as<std::string>();
+      if (upstream["confidence"]) config.upstream_confidence = upstream["confidence"].as<double>();
+      if (upstream["deadline"]) {
+        auto deadline = ParseDuration(upstream["deadline"].as<std::string>());
+        if (!deadline.ok() || deadline->count() <= 0) {
+          return InvalidArgument(source + ": upstream.deadline must be a duration like 200ms");
+        }
+        config.upstream_deadline = *deadline;
+      }
+      if (config.kind != OutputKind::kArgmax) {
+        // Only argmax has a confidence (its top probability); see docs/inference.md.
+        return InvalidArgument(source + ": upstream needs output.kind: argmax");
+      }
     }
   } catch (const YAML::Exception& e) {
     return InvalidArgument(fmt::format("{}: {}", source, e.what()));
@@ -257,6 +283,7 @@ class ModelInstance final : public Instance {
         windows_(std::move(windows)) {}
 
   Result<Reply> Invoke(const Event& event, HostApi& host) override {
+    event_body_ = event.body;
     json parsed;
     const json* doc = event.json;
     if (doc == nullptr) {
@@ -435,6 +462,10 @@ class ModelInstance final : public Instance {
         break;
     }
     if (answered_by_ != nullptr) body["version"] = *answered_by_;  // which channel answered
+    if (config_.kind == OutputKind::kArgmax && !config_.upstream_url.empty() &&
+        body["confidence"].get<double>() < config_.upstream_confidence) {
+      Escalate(body);
+    }
     Reply reply;
     reply.content_type = "application/json";
     reply.body = body.dump();
@@ -444,8 +475,39 @@ class ModelInstance final : public Instance {
     return reply;
   }
 
+  // Asks the upstream node; its answer replaces `body`, or `body` is marked degraded.
+  void Escalate(json& body) {
+    UpstreamMetrics& metrics = ModelUpstreamMetrics();
+    metrics.escalations.fetch_add(1, std::memory_order_relaxed);
+    UpstreamCaller caller = CurrentUpstreamCaller();
+    const auto start = std::chrono::steady_clock::now();
+    Result<UpstreamReply> reply =
+        caller
+            ? caller(config_.upstream_url, "/v1/functions/" + config_.upstream_function + "/invoke",
+                     std::string(event_body_), config_.upstream_deadline)
+            : Result<UpstreamReply>(Unavailable("no upstream caller on this node"));
+    metrics.latency_microseconds.fetch_add(std::chrono::duration_cast<std::chrono::microseconds>(
+                                               std::chrono::steady_clock::now() - start)
+                                               .count(),
+                                           std::memory_order_relaxed);
+    if (reply.ok() && reply->status == 200) {
+      json answer = json::parse(reply->body, nullptr, /*allow_exceptions=*/false);
+      if (answer.is_object()) {
+        answer["escalated"] = true;
+        answer["local"] = {{"label", body["label"]}, {"confidence", body["confidence"]}};
+        body = std::move(answer);
+        return;
+      }
+    }
+    metrics.degraded.fetch_add(1, std::memory_order_relaxed);
+    body["degraded"] = true;
+    body["upstream_error"] = reply.ok() ? fmt::format("upstream answered {}", reply->status)
+                                        : std::string(reply.status().message());
+  }
+
   FunctionSpecPtr spec_;
   ModelFunctionConfig config_;
+  std::string_view event_body_;            // of the call in progress
   std::shared_ptr<ModelSession> session_;  // null when router_ picks the session
   std::unique_ptr<ChannelRouter> router_;  // for NAME@stable and NAME@canary
   std::shared_ptr<Windows> windows_;
@@ -572,6 +634,26 @@ Result<std::string> InferWithThreadSessions(ModelStore* store, std::string_view 
   ASSIGN_OR_RETURN(NamedTensors inputs, InputsFromJson(doc, session.Info()));
   ASSIGN_OR_RETURN(NamedTensors outputs, session.Run(inputs));
   return TensorsToJson(outputs).dump();
+}
+
+namespace {
+std::mutex g_upstream_mu;
+UpstreamCaller g_upstream_caller;
+}  // namespace
+
+void SetModelUpstreamCaller(UpstreamCaller caller) {
+  std::lock_guard lock(g_upstream_mu);
+  g_upstream_caller = std::move(caller);
+}
+
+UpstreamCaller CurrentUpstreamCaller() {
+  std::lock_guard lock(g_upstream_mu);
+  return g_upstream_caller;
+}
+
+UpstreamMetrics& ModelUpstreamMetrics() {
+  static UpstreamMetrics metrics;
+  return metrics;
 }
 
 std::atomic<std::uint64_t>& CanaryRollbackCount() {

@@ -42,7 +42,10 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
+#include <functional>
+#include <string>
 
 #include "wisp/runtime.h"
 
@@ -65,6 +68,31 @@ Result<std::string> InferWithThreadSessions(ModelStore* store, std::string_view 
 
 // Automatic canary rollbacks in this process (every shard), for /metrics.
 std::atomic<std::uint64_t>& CanaryRollbackCount();
+
+// Hierarchical inference (`upstream:` in model.yaml, docs/inference.md): a call whose argmax
+// confidence is below upstream.confidence is POSTed to URL/v1/functions/FUNCTION/invoke with the
+// event's body, waiting at most upstream.deadline; a 200 JSON answer replaces the local one
+// (marked "escalated": true, with "local": {label, confidence}); otherwise the local answer is
+// returned marked "degraded": true with "upstream_error". The caller blocks the shard thread for
+// at most the deadline.
+struct UpstreamReply {
+  int status = 0;
+  std::string body;
+};
+using UpstreamCaller = std::function<Result<UpstreamReply>(
+    const std::string& url, const std::string& target, const std::string& body,
+    std::chrono::milliseconds timeout)>;
+// Set by the node (node/model_upstream.cc: the blocking HTTP client); tests set a fake. Any
+// thread; calls in progress keep the caller they started with.
+void SetModelUpstreamCaller(UpstreamCaller caller);
+UpstreamCaller CurrentUpstreamCaller();
+struct UpstreamMetrics {
+  std::atomic<std::uint64_t> escalations{0};
+  std::atomic<std::uint64_t> degraded{0};
+  std::atomic<std::uint64_t> latency_microseconds{0};  // summed over escalations
+};
+// Process-wide, for /metrics.
+UpstreamMetrics& ModelUpstreamMetrics();
 
 // Registers "model" in RuntimeRegistry::Get() (using the store set above at each
 // CreateInstance). Calling it again is harmless.
