@@ -194,8 +194,65 @@ Status RunModelRun(const NodeClient& client, std::string_view ref, const std::st
   return Status::Ok();
 }
 
+Result<std::string> FormatModelChannels(std::string_view body) {
+  ASSIGN_OR_RETURN(json c, ParseObject(body));
+  auto field = [&](const char* key) {
+    std::string value = c.value(key, std::string());
+    return value.empty() ? std::string("-") : value;
+  };
+  std::string text = fmt::format("model:     {}\n", field("name"));
+  text += fmt::format("stable:    {} (previous: {})\n", field("stable"), field("previous_stable"));
+  if (c.value("canary", std::string()).empty()) {
+    text += "canary:    -\n";
+  } else {
+    text += fmt::format("canary:    {} at {}% (rolled back when > {:g} of {} calls fail)\n",
+                        field("canary"), c.value("canary_percent", 0),
+                        c.value("canary_max_error_rate", 0.0), c.value("canary_window", 0));
+  }
+  text += fmt::format("automatic rollbacks: {}\n", c.value("automatic_rollbacks", 0ull));
+  text += fmt::format("last change: {}\n", field("last_change"));
+  return text;
+}
+
+Status RunModelPromote(const NodeClient& client, const PromoteOptions& options, OutputFormat format,
+                       std::ostream& out) {
+  std::string body;
+  if (!options.reference_file.empty()) {
+    ASSIGN_OR_RETURN(body, ReadFileBytes(options.reference_file));
+  }
+  std::string path = fmt::format("{}/promote?channel={}&percent={}&window={}&max_error_rate={}",
+                                 ModelPath(options.ref), options.channel, options.percent,
+                                 options.window, options.max_error_rate);
+  if (options.tolerance >= 0) path += fmt::format("&tolerance={}", options.tolerance);
+  ASSIGN_OR_RETURN(HttpResponse reply,
+                   client.Send("POST", path, body, {{"Content-Type", "application/json"}}));
+  RETURN_IF_ERROR(CheckModelReply(client, reply));
+  if (format == OutputFormat::kJson) {
+    out << reply.body << std::flush;
+    return Status::Ok();
+  }
+  ASSIGN_OR_RETURN(std::string text, FormatModelChannels(reply.body));
+  out << text << std::flush;
+  return Status::Ok();
+}
+
+Status RunModelChannels(const NodeClient& client, std::string_view name, std::string_view action,
+                        OutputFormat format, std::ostream& out) {
+  ASSIGN_OR_RETURN(HttpResponse reply, client.Send(action == "rollback" ? "POST" : "GET",
+                                                   ModelPath(name) + "/" + std::string(action)));
+  RETURN_IF_ERROR(CheckModelReply(client, reply));
+  if (format == OutputFormat::kJson) {
+    out << reply.body << std::flush;
+    return Status::Ok();
+  }
+  ASSIGN_OR_RETURN(std::string text, FormatModelChannels(reply.body));
+  out << text << std::flush;
+  return Status::Ok();
+}
+
 void AddModelCommand(CLI::App& app, ClientInputs& inputs, int& timeout_s) {
-  auto* model = app.add_subcommand("model", "Manage ONNX models (push, ls, describe, rm, run)");
+  auto* model = app.add_subcommand(
+      "model", "Manage ONNX models (push, ls, describe, rm, run, promote, rollback, channels)");
   model->require_subcommand(1);
   struct Args {
     std::string name, file, version, ref, input, output = "text";
@@ -255,6 +312,47 @@ void AddModelCommand(CLI::App& app, ClientInputs& inputs, int& timeout_s) {
   rm->add_option("ref", args->ref, "NAME or NAME@VERSION")->required();
   rm->callback([run, args] {
     run([&](const NodeClient& c, OutputFormat) { return RunModelRemove(c, args->ref, std::cout); });
+  });
+
+  auto promote_options = std::make_shared<PromoteOptions>();
+  auto* promote = model->add_subcommand(
+      "promote", "Point a channel (stable or canary) at a version; stable needs --reference");
+  promote->add_option("ref", promote_options->ref, "NAME@VERSION")->required();
+  promote->add_option("--channel", promote_options->channel, "stable or canary")
+      ->check(CLI::IsMember({"stable", "canary"}));
+  promote->add_option("--percent", promote_options->percent, "Canary: share of calls (1-100)");
+  promote->add_option("--reference", promote_options->reference_file,
+                      "JSON {\"cases\": [{\"inputs\", \"outputs\"}], \"tolerance\"}");
+  promote->add_option("--tolerance", promote_options->tolerance,
+                      "Max absolute error per output value (default: the file's, else 1e-4)");
+  promote->add_option("--window", promote_options->window,
+                      "Canary: calls judged together for the automatic rollback");
+  promote->add_option("--max-error-rate", promote_options->max_error_rate,
+                      "Canary: rolled back when more than this share of the window fails");
+  add_output(promote);
+  promote->callback([run, promote_options] {
+    run([&](const NodeClient& c, OutputFormat f) {
+      return RunModelPromote(c, *promote_options, f, std::cout);
+    });
+  });
+
+  auto* rollback = model->add_subcommand(
+      "rollback", "Drop the canary; without one, return stable to its previous version");
+  rollback->add_option("name", args->name, "Model name")->required();
+  add_output(rollback);
+  rollback->callback([run, args] {
+    run([&](const NodeClient& c, OutputFormat f) {
+      return RunModelChannels(c, args->name, "rollback", f, std::cout);
+    });
+  });
+
+  auto* channels = model->add_subcommand("channels", "Show a model's stable and canary versions");
+  channels->add_option("name", args->name, "Model name")->required();
+  add_output(channels);
+  channels->callback([run, args] {
+    run([&](const NodeClient& c, OutputFormat f) {
+      return RunModelChannels(c, args->name, "channels", f, std::cout);
+    });
   });
 
   auto* run_cmd = model->add_subcommand("run", "Run a model once on JSON input");

@@ -1,5 +1,5 @@
-// `wisp model push|ls|describe|rm|run`: the node's model registry (/v1/models,
-// docs/inference.md).
+// `wisp model push|ls|describe|rm|run|promote|rollback|channels`: the node's model registry
+// (/v1/models, docs/inference.md).
 //
 // Like the other verbs, each Run* writes its result to `out` and returns OK or a Status whose
 // message is the whole sentence for the user. Formatting is a pure function of the node's
@@ -32,6 +32,24 @@ Status RunModelRemove(const NodeClient& client, std::string_view ref, std::ostre
 // `input_json`: nested arrays, or {"input": nested arrays}; "@FILE" reads it from FILE.
 Status RunModelRun(const NodeClient& client, std::string_view ref, const std::string& input_json,
                    OutputFormat format, std::ostream& out);
+
+struct PromoteOptions {
+  std::string ref;  // NAME@VERSION
+  std::string channel = "stable";
+  int percent = 10;
+  std::string reference_file;  // empty: none (allowed for canary only; the node checks)
+  double tolerance = -1;       // < 0: the reference file's
+  int window = 20;
+  double max_error_rate = 0.2;
+};
+// POST NAME@V/promote with the reference file as the body.
+Status RunModelPromote(const NodeClient& client, const PromoteOptions& options, OutputFormat format,
+                       std::ostream& out);
+// `action`: "rollback" (POST) or "channels" (GET).
+Status RunModelChannels(const NodeClient& client, std::string_view name, std::string_view action,
+                        OutputFormat format, std::ostream& out);
+// A model's channels for people.
+Result<std::string> FormatModelChannels(std::string_view body);
 
 // Table of /v1/models: NAME VERSION SIZE SHA256 (first 12) INPUTS OUTPUTS.
 Result<std::string> FormatModelList(std::string_view body);

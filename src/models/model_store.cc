@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <charconv>
 #include <chrono>
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -54,6 +55,8 @@ Result<T> Field(const json& doc, const char* key) {
     return InvalidArgument(fmt::format("model metadata: {} has the wrong type", key));
   }
 }
+
+bool IsChannelName(std::string_view text) { return text == "stable" || text == "canary"; }
 
 }  // namespace
 
@@ -131,6 +134,123 @@ Result<ModelMetadata> ModelMetadataFromText(std::string_view text) {
   return m;
 }
 
+json ModelChannelsToJson(const ModelChannels& c) {
+  json doc = {{"name", c.name},
+              {"stable", c.stable},
+              {"previous_stable", c.previous_stable},
+              {"canary", c.canary},
+              {"canary_percent", c.canary_percent},
+              {"canary_max_error_rate", c.canary_max_error_rate},
+              {"canary_window", c.canary_window},
+              {"automatic_rollbacks", c.automatic_rollbacks},
+              {"last_change", c.last_change}};
+  return doc;
+}
+
+Result<ModelChannels> ModelChannelsFromText(std::string_view text) {
+  json doc = json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (doc.is_discarded() || !doc.is_object()) {
+    return InvalidArgument("model channels are not a JSON object");
+  }
+  ModelChannels c;
+  ASSIGN_OR_RETURN(c.name, Field<std::string>(doc, "name"));
+  ASSIGN_OR_RETURN(c.stable, Field<std::string>(doc, "stable"));
+  ASSIGN_OR_RETURN(c.previous_stable, Field<std::string>(doc, "previous_stable"));
+  ASSIGN_OR_RETURN(c.canary, Field<std::string>(doc, "canary"));
+  ASSIGN_OR_RETURN(c.canary_percent, Field<int>(doc, "canary_percent"));
+  ASSIGN_OR_RETURN(c.canary_max_error_rate, Field<double>(doc, "canary_max_error_rate"));
+  ASSIGN_OR_RETURN(c.canary_window, Field<int>(doc, "canary_window"));
+  ASSIGN_OR_RETURN(c.automatic_rollbacks, Field<std::uint64_t>(doc, "automatic_rollbacks"));
+  ASSIGN_OR_RETURN(c.last_change, Field<std::string>(doc, "last_change"));
+  return c;
+}
+
+namespace {
+
+// Reference tensors are nested arrays, or {"shape": [...], "data": [flat]} (the form of
+// tests/data/models/*.expected.json); the latter becomes nested arrays.
+json NestedFromFlat(const json& data, const json& shape, std::size_t dim, std::size_t& at) {
+  if (dim == shape.size()) return at < data.size() ? data[at++] : json();
+  json level = json::array();
+  const std::int64_t n = shape[dim].is_number_integer() ? shape[dim].get<std::int64_t>() : 0;
+  for (std::int64_t i = 0; i < n && i < (1 << 20); ++i) {
+    level.push_back(NestedFromFlat(data, shape, dim + 1, at));
+  }
+  return level;
+}
+
+json ReferenceTensor(const json& value) {
+  if (!value.is_object() || !value.contains("data")) return value;
+  const json& data = value["data"];
+  const json shape = value.value("shape", json::array({data.is_array() ? data.size() : 0}));
+  if (!data.is_array() || !shape.is_array()) return value;
+  std::size_t at = 0;
+  return NestedFromFlat(data, shape, 0, at);
+}
+
+}  // namespace
+
+Status CheckReferenceSet(ModelSession& session, const json& reference, double tolerance) {
+  if (!reference.is_object() || !reference.contains("cases") || !reference["cases"].is_array() ||
+      reference["cases"].empty()) {
+    return InvalidArgument("the reference set needs {\"cases\": [{\"inputs\", \"outputs\"}, ...]}");
+  }
+  if (tolerance < 0) {
+    auto it = reference.find("tolerance");
+    tolerance = it != reference.end() && it->is_number() ? it->get<double>() : 1e-4;
+  }
+  const json& cases = reference["cases"];
+  for (std::size_t i = 0; i < cases.size(); ++i) {
+    const json& c = cases[i];
+    if (!c.is_object() || !c.contains("inputs") || !c.contains("outputs") ||
+        !c["outputs"].is_object()) {
+      return InvalidArgument(fmt::format("reference case {} needs inputs and outputs", i));
+    }
+    json case_inputs = c["inputs"];
+    if (case_inputs.is_object()) {
+      for (auto& [name, value] : case_inputs.items()) value = ReferenceTensor(value);
+    }
+    auto inputs = InputsFromJson(case_inputs, session.Info());
+    if (!inputs.ok()) {
+      return InvalidArgument(fmt::format("reference case {}: {}", i, inputs.status().message()));
+    }
+    auto outputs = session.Run(*inputs);
+    if (!outputs.ok()) {
+      return InvalidArgument(
+          fmt::format("reference case {}: the model failed: {}", i, outputs.status().message()));
+    }
+    for (const auto& [name, expected_json] : c["outputs"].items()) {
+      auto found = std::find_if(outputs->begin(), outputs->end(),
+                                [&](const NamedTensor& t) { return t.first == name; });
+      if (found == outputs->end()) {
+        return InvalidArgument(
+            fmt::format("reference case {}: the model has no output {}", i, name));
+      }
+      auto expected_tensor = TensorFromJson(ReferenceTensor(expected_json), name);
+      if (!expected_tensor.ok()) {
+        return InvalidArgument(
+            fmt::format("reference case {}: {}", i, expected_tensor.status().message()));
+      }
+      const Tensor& expected = *expected_tensor;
+      const Tensor& got = found->second;
+      if (got.data.size() != expected.data.size()) {
+        return InvalidArgument(
+            fmt::format("reference case {}: output {} has {} values, expected {}", i, name,
+                        got.data.size(), expected.data.size()));
+      }
+      for (std::size_t k = 0; k < got.data.size(); ++k) {
+        const double off = std::fabs(static_cast<double>(got.data[k]) - expected.data[k]);
+        if (!(off <= tolerance)) {  // NaN fails too
+          return InvalidArgument(fmt::format(
+              "reference case {}: output {}[{}] is {}, expected {} (off by {:.6g}, tolerance {:g})",
+              i, name, k, got.data[k], expected.data[k], off, tolerance));
+        }
+      }
+    }
+  }
+  return Status::Ok();
+}
+
 ModelStore::ModelStore(std::string data_dir, std::string backend)
     : root_((fs::path(data_dir) / "models").string()), backend_name_(std::move(backend)) {}
 
@@ -173,10 +293,141 @@ Result<ModelMetadata> ModelStore::Resolve(const ModelRef& ref) {
     return NotFound(fmt::format("no model named '{}' (see `wisp model ls`)", ref.name));
   }
   if (ref.version.empty()) return versions.back();
-  for (auto& m : versions) {
-    if (m.version == ref.version) return std::move(m);
+  std::string version = ref.version;
+  if (IsChannelName(version)) {
+    ASSIGN_OR_RETURN(ModelChannels channels, ReadChannels(ref.name));
+    version = version == "stable" ? channels.stable : channels.canary;
+    if (version.empty()) {
+      return NotFound(
+          fmt::format("model '{}' has no {} channel (wisp model promote {}@V --channel {})",
+                      ref.name, ref.version, ref.name, ref.version));
+    }
   }
-  return NotFound(fmt::format("model '{}' has no version '{}'", ref.name, ref.version));
+  for (auto& m : versions) {
+    if (m.version == version) return std::move(m);
+  }
+  return NotFound(fmt::format("model '{}' has no version '{}'", ref.name, version));
+}
+
+Result<ModelChannels> ModelStore::ReadChannels(const std::string& name) {
+  const fs::path path = fs::path(root_) / name / "channels.json";
+  std::error_code ec;
+  if (!fs::exists(path, ec)) {
+    ModelChannels empty;
+    empty.name = name;
+    return empty;
+  }
+  ASSIGN_OR_RETURN(std::string text, ReadWholeFile(path));
+  auto channels = ModelChannelsFromText(text);
+  if (!channels.ok()) {
+    return IoError(fmt::format("model {}: channels.json: {}", name, channels.status().message()));
+  }
+  return channels;
+}
+
+Status ModelStore::WriteChannels(const ModelChannels& channels) {
+  const fs::path dir = fs::path(root_) / channels.name;
+  RETURN_IF_ERROR(
+      WriteWholeFile(dir / ".channels.json.tmp", ModelChannelsToJson(channels).dump(1)));
+  std::error_code ec;
+  fs::rename(dir / ".channels.json.tmp", dir / "channels.json", ec);
+  if (ec)
+    return IoError(fmt::format("cannot store the channels of {}: {}", channels.name, ec.message()));
+  generation_.fetch_add(1, std::memory_order_acq_rel);
+  return Status::Ok();
+}
+
+Result<ModelChannels> ModelStore::Promote(const PromoteRequest& request) {
+  ASSIGN_OR_RETURN(ModelRef ref, ParseModelRef(request.ref));
+  if (ref.version.empty() || IsChannelName(ref.version)) {
+    return InvalidArgument("promote names a version: NAME@VERSION");
+  }
+  if (!IsChannelName(request.channel)) {
+    return InvalidArgument(fmt::format("channel '{}' (use stable or canary)", request.channel));
+  }
+  const bool to_stable = request.channel == "stable";
+  if (!to_stable && (request.percent < 1 || request.percent > 100)) {
+    return InvalidArgument("a canary takes 1..100 percent of the calls");
+  }
+  if (!to_stable &&
+      (request.window < 1 || request.max_error_rate < 0 || request.max_error_rate > 1)) {
+    return InvalidArgument("a canary needs window >= 1 and 0 <= max error rate <= 1");
+  }
+  if (to_stable && request.reference.is_null()) {
+    return InvalidArgument(
+        "switching the stable channel needs a reference set (--reference FILE.json)");
+  }
+  // Validation runs on a fresh session, outside the store's lock (it runs the model).
+  ASSIGN_OR_RETURN(LoadedModel loaded, Load(ref.name + "@" + ref.version));
+  if (!request.reference.is_null()) {
+    Status checked = CheckReferenceSet(*loaded.session, request.reference, request.tolerance);
+    if (!checked.ok()) {
+      return InvalidArgument(fmt::format("{}@{} refused for {}: {}", ref.name, ref.version,
+                                         request.channel, checked.message()));
+    }
+  }
+  std::lock_guard lock(mu_);
+  ASSIGN_OR_RETURN(ModelChannels channels, ReadChannels(ref.name));
+  if (to_stable) {
+    if (channels.stable != ref.version) channels.previous_stable = channels.stable;
+    channels.stable = ref.version;
+    if (channels.canary == ref.version) {
+      channels.canary.clear();
+      channels.canary_percent = 0;
+    }
+    channels.last_change = fmt::format("stable -> {} (validated)", ref.version);
+  } else {
+    channels.canary = ref.version;
+    channels.canary_percent = request.percent;
+    channels.canary_max_error_rate = request.max_error_rate;
+    channels.canary_window = request.window;
+    channels.last_change = fmt::format("canary -> {} at {}%", ref.version, request.percent);
+  }
+  RETURN_IF_ERROR(WriteChannels(channels));
+  return channels;
+}
+
+Result<ModelChannels> ModelStore::Rollback(std::string_view name) {
+  if (!IsValidModelName(name))
+    return InvalidArgument(fmt::format("'{}' is not a model name", name));
+  std::lock_guard lock(mu_);
+  ASSIGN_OR_RETURN(ModelChannels channels, ReadChannels(std::string(name)));
+  if (!channels.canary.empty()) {
+    channels.last_change = fmt::format("canary {} dropped by rollback", channels.canary);
+    channels.canary.clear();
+    channels.canary_percent = 0;
+  } else if (!channels.previous_stable.empty()) {
+    channels.last_change =
+        fmt::format("stable {} rolled back to {}", channels.stable, channels.previous_stable);
+    std::swap(channels.stable, channels.previous_stable);
+  } else {
+    return NotFound(
+        fmt::format("model '{}' has neither a canary nor a previous stable version", name));
+  }
+  RETURN_IF_ERROR(WriteChannels(channels));
+  return channels;
+}
+
+Result<ModelChannels> ModelStore::Channels(std::string_view name) {
+  if (!IsValidModelName(name))
+    return InvalidArgument(fmt::format("'{}' is not a model name", name));
+  std::lock_guard lock(mu_);
+  ASSIGN_OR_RETURN(auto versions, VersionsOf(std::string(name)));
+  if (versions.empty()) return NotFound(fmt::format("no model named '{}'", name));
+  return ReadChannels(std::string(name));
+}
+
+Result<ModelChannels> ModelStore::AbandonCanary(std::string_view name, std::string_view version,
+                                                std::string_view reason) {
+  std::lock_guard lock(mu_);
+  ASSIGN_OR_RETURN(ModelChannels channels, ReadChannels(std::string(name)));
+  if (channels.canary != version) return channels;  // another shard got there first
+  channels.canary.clear();
+  channels.canary_percent = 0;
+  channels.automatic_rollbacks += 1;
+  channels.last_change = fmt::format("canary {} rolled back automatically: {}", version, reason);
+  RETURN_IF_ERROR(WriteChannels(channels));
+  return channels;
 }
 
 Result<ModelMetadata> ModelStore::Push(std::string_view name, std::string_view version,
@@ -186,6 +437,9 @@ Result<ModelMetadata> ModelStore::Push(std::string_view name, std::string_view v
   }
   if (!version.empty() && !IsValidModelName(version)) {
     return InvalidArgument(fmt::format("'{}' is not a model version", version));
+  }
+  if (IsChannelName(version)) {
+    return InvalidArgument(fmt::format("'{}' names a channel, not a version", version));
   }
   ASSIGN_OR_RETURN(OnnxModelSummary summary, ReadOnnxModelSummary(bytes));
   std::lock_guard lock(mu_);

@@ -12,6 +12,15 @@
 // mismatch) before handing the bytes to the backend; every load is a fresh session, so a shard
 // caches what it loads.
 //
+// Channels (docs/inference.md, "Rollout"): each model may have a "stable" and a "canary" channel,
+// kept in <data>/models/NAME/channels.json. "NAME@stable" and "NAME@canary" resolve through them
+// (so "stable" and "canary" are not allowed as versions). Promote to stable validates the version
+// against a user-given reference set first and refuses the switch when any case is off by more
+// than the tolerance (InvalidArgument naming the case, the output element and the error).
+// A canary takes `percent` of the calls of functions naming NAME@stable; callers report canary
+// failures, and AbandonCanary drops it (the automatic rollback). Every channel change bumps
+// ChannelGeneration(), which callers compare to know when to re-resolve.
+//
 // Failures: InvalidArgument (bad name, version or reference; model refused), NotFound (no such
 // model or version), AlreadyExists, IoError (the filesystem, a corrupt file).
 //
@@ -19,6 +28,7 @@
 // directory that is renamed into place, so a crash never leaves a half-written version.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <mutex>
 #include <string>
@@ -56,6 +66,37 @@ struct ModelRef {
 Result<ModelRef> ParseModelRef(std::string_view text);
 bool IsValidModelName(std::string_view text);
 
+// The channels of one model.
+struct ModelChannels {
+  std::string name;
+  std::string stable;                  // a version; empty: no stable channel yet
+  std::string previous_stable;         // what rollback returns to
+  std::string canary;                  // empty: no canary
+  int canary_percent = 0;              // 1..100 of the calls of NAME@stable functions
+  double canary_max_error_rate = 0.2;  // abandoned when its failures in a window exceed this
+  int canary_window = 20;              // calls
+  std::uint64_t automatic_rollbacks = 0;
+  std::string last_change;  // human-readable: what changed last and why
+};
+nlohmann::json ModelChannelsToJson(const ModelChannels& channels);
+Result<ModelChannels> ModelChannelsFromText(std::string_view text);
+
+struct PromoteRequest {
+  std::string ref;      // NAME@VERSION
+  std::string channel;  // "stable" or "canary"
+  int percent = 10;     // canary only
+  double max_error_rate = 0.2;
+  int window = 20;
+  // {"cases": [{"inputs": {NAME: tensor}, "outputs": {NAME: tensor}}], "tolerance": T} (the
+  // format of tests/data/models/*.expected.json). Required for stable, optional for canary.
+  nlohmann::json reference;
+  double tolerance = -1;  // < 0: the reference's "tolerance", else 1e-4
+};
+
+// Runs `session` on every case of `reference`; refuses naming the first case off by
+// more than `tolerance` (InvalidArgument; max absolute difference per element).
+Status CheckReferenceSet(ModelSession& session, const nlohmann::json& reference, double tolerance);
+
 // A session loaded from the store, with what it took.
 struct LoadedModel {
   ModelMetadata metadata;
@@ -84,17 +125,31 @@ class ModelStore {
   // Integrity-checked load of a fresh session.
   Result<LoadedModel> Load(std::string_view ref);
 
+  // Channels: see the file comment.
+  Result<ModelChannels> Promote(const PromoteRequest& request);
+  // Drops the canary if there is one; otherwise returns stable to its previous version.
+  Result<ModelChannels> Rollback(std::string_view name);
+  Result<ModelChannels> Channels(std::string_view name);
+  // The automatic rollback: drops `version` from the canary channel (if it is still there) and
+  // records `reason`. Logged at warning level.
+  Result<ModelChannels> AbandonCanary(std::string_view name, std::string_view version,
+                                      std::string_view reason);
+  std::uint64_t ChannelGeneration() const { return generation_.load(std::memory_order_acquire); }
+
   const std::string& root() const { return root_; }
 
  private:
   Result<InferenceBackendPtr> Backend();
   Result<std::vector<ModelMetadata>> VersionsOf(const std::string& name);  // in push order
   Result<ModelMetadata> Resolve(const ModelRef& ref);
+  Result<ModelChannels> ReadChannels(const std::string& name);  // mu_ held
+  Status WriteChannels(const ModelChannels& channels);          // mu_ held; bumps generation_
 
   std::string root_;
   std::string backend_name_;
   std::mutex mu_;
   InferenceBackendPtr backend_;  // created on first use
+  std::atomic<std::uint64_t> generation_{0};
 };
 
 }  // namespace wisp

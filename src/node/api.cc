@@ -13,6 +13,7 @@
 
 #include "common/utf8.h"
 #include "node/shard.h"
+#include "runtime/model/model_runtime.h"
 #include "wisp/bundle.h"
 #include "wisp/units.h"
 
@@ -586,6 +587,26 @@ void Shard::HandleMetrics(HttpResponse& response) {
   response.result(http::status::ok);
   response.set(http::field::content_type, "text/plain; version=0.0.4; charset=utf-8");
   response.body() = services_.metrics->RenderPrometheus(WISP_VERSION, WISP_GIT_COMMIT);
+  response.body() += fmt::format(
+      "# HELP wisp_model_canary_rollbacks_total Canaries dropped automatically for failing.\n"
+      "# TYPE wisp_model_canary_rollbacks_total counter\n"
+      "wisp_model_canary_rollbacks_total {}\n",
+      CanaryRollbackCount().load(std::memory_order_relaxed));
+  const UpstreamMetrics& upstream = ModelUpstreamMetrics();
+  response.body() += fmt::format(
+      "# HELP wisp_model_escalations_total Model answers below the confidence bound sent "
+      "upstream.\n"
+      "# TYPE wisp_model_escalations_total counter\n"
+      "wisp_model_escalations_total {}\n"
+      "# HELP wisp_model_degraded_total Escalations answered locally: upstream failed or late.\n"
+      "# TYPE wisp_model_degraded_total counter\n"
+      "wisp_model_degraded_total {}\n"
+      "# HELP wisp_model_upstream_seconds_total Time spent waiting for upstream nodes.\n"
+      "# TYPE wisp_model_upstream_seconds_total counter\n"
+      "wisp_model_upstream_seconds_total {}\n",
+      upstream.escalations.load(std::memory_order_relaxed),
+      upstream.degraded.load(std::memory_order_relaxed),
+      upstream.latency_microseconds.load(std::memory_order_relaxed) / 1e6);
 }
 
 }  // namespace wisp

@@ -1,6 +1,8 @@
 // /v1/models: the model registry over HTTP (docs/http-api.md, docs/inference.md). Control API:
 // the node token is required (checked by Shard::Handle). Runs on the shard that got the
 // request; a push or run loads the model there, so it costs that shard the model's load time.
+#include <cmath>
+#include <cstdlib>
 #include <string>
 
 #include <fmt/format.h>
@@ -25,6 +27,58 @@ void SetJsonBody(HttpResponse& response, http::status status, const json& body) 
   response.body() += '\n';
 }
 
+// A numeric query parameter; `fallback` when absent.
+Result<double> NumberParam(std::string_view query, std::string_view key, double fallback) {
+  const std::string text(QueryParam(query, key));
+  if (text.empty()) return fallback;
+  char* end = nullptr;
+  const double value = std::strtod(text.c_str(), &end);
+  if (end != text.c_str() + text.size() || !std::isfinite(value)) {
+    return InvalidArgument(fmt::format("{}={} is not a number", key, text));
+  }
+  return value;
+}
+
+// POST NAME@V/promote, POST NAME/rollback, GET NAME/channels (docs/http-api.md).
+void HandleChannels(ModelStore& store, std::string_view ref, std::string_view action,
+                    const Route& route, HttpRequest& request, HttpResponse& response) {
+  const http::verb method = request.method();
+  Result<ModelChannels> channels = NotFound("");
+  if (action == "channels" && method == http::verb::get) {
+    channels = store.Channels(ref);
+  } else if (action == "rollback" && method == http::verb::post) {
+    channels = store.Rollback(ref);
+  } else if (action == "promote" && method == http::verb::post) {
+    PromoteRequest promote;
+    promote.ref = std::string(ref);
+    promote.channel = std::string(QueryParam(route.query, "channel"));
+    auto percent = NumberParam(route.query, "percent", 10);
+    auto tolerance = NumberParam(route.query, "tolerance", -1);
+    auto window = NumberParam(route.query, "window", 20);
+    auto max_error_rate = NumberParam(route.query, "max_error_rate", 0.2);
+    for (const auto* r : {&percent, &tolerance, &window, &max_error_rate}) {
+      if (!r->ok()) return SetErrorResponse(r->status(), response);
+    }
+    promote.percent = static_cast<int>(*percent);
+    promote.tolerance = *tolerance;
+    promote.window = static_cast<int>(*window);
+    promote.max_error_rate = *max_error_rate;
+    if (!request.body().empty()) {
+      auto reference = DecodeJsonBody(request.body());
+      if (!reference.ok()) return SetErrorResponse(reference.status(), response);
+      promote.reference = std::move(*reference);
+    }
+    channels = store.Promote(promote);
+  } else {
+    response.set(http::field::allow, action == "channels" ? "GET" : "POST");
+    return SetErrorResponse(
+        InvalidArgument(fmt::format("{} does not accept {}", route.path, request.method_string())),
+        response, 405);
+  }
+  if (!channels.ok()) return SetErrorResponse(channels.status(), response);
+  SetJsonBody(response, http::status::ok, ModelChannelsToJson(*channels));
+}
+
 }  // namespace
 
 Result<std::string> Shard::Host::Infer(std::string_view model, std::string_view inputs_json) {
@@ -40,6 +94,10 @@ void Shard::HandleModels(const Route& route, HttpRequest& request, HttpResponse&
   std::string_view ref = route.name;
   bool run = false;
   if (auto slash = ref.find('/'); slash != std::string_view::npos) {
+    const std::string_view action = ref.substr(slash + 1);
+    if (action == "promote" || action == "rollback" || action == "channels") {
+      return HandleChannels(*store, ref.substr(0, slash), action, route, request, response);
+    }
     if (ref.substr(slash) != "/run") {
       return SetErrorResponse(NotFound(fmt::format("no route for {}", route.path)), response);
     }

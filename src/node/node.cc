@@ -21,6 +21,7 @@
 #include "archive/event_archive.h"
 #include "extensions/builtin.h"
 #include "models/model_store.h"
+#include "node/model_upstream.h"
 #include "node/mqtt_triggers.h"
 #include "node/node.h"
 #include "node/shard.h"
@@ -123,6 +124,7 @@ int RunNode(const NodeConfig& input_config) {
   FunctionCatalog catalog(config.data_dir, &metrics);
   ModelStore models(config.data_dir);
   SetModelRuntimeStore(&models);
+  InstallModelUpstreamCaller();
   catalog.LoadFromDisk();
 
   std::unique_ptr<EventArchive> archive;

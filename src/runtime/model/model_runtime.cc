@@ -13,11 +13,13 @@
 #include <thread>
 
 #include <fmt/format.h>
+#include <spdlog/spdlog.h>
 #include <yaml-cpp/yaml.h>
 #include <nlohmann/json.hpp>
 
 #include "inference/tensor_json.h"
 #include "models/model_store.h"
+#include "wisp/units.h"
 
 namespace wisp {
 namespace {
@@ -39,6 +41,11 @@ struct ModelFunctionConfig {
   std::vector<std::string> labels;
   double threshold = 0;
   std::string alert_topic;
+  // upstream: escalate answers less confident than upstream_confidence (argmax only).
+  std::string upstream_url;
+  std::string upstream_function;
+  double upstream_confidence = 0.8;
+  std::chrono::milliseconds upstream_deadline{200};
 };
 
 Result<ModelFunctionConfig> ParseConfig(const std::string& text, const std::string& source) {
@@ -48,9 +55,10 @@ Result<ModelFunctionConfig> ParseConfig(const std::string& text, const std::stri
     if (!root.IsMap()) return InvalidArgument(source + ": must be a map (model:, input:, output:)");
     for (const auto& item : root) {
       const std::string key = item.first.as<std::string>();
-      if (key != "model" && key != "file" && key != "input" && key != "output") {
-        return InvalidArgument(
-            fmt::format("{}: unknown key '{}' (known: model, file, input, output)", source, key));
+      if (key != "model" && key != "file" && key != "input" && key != "output" &&
+          key != "upstream") {
+        return InvalidArgument(fmt::format(
+            "{}: unknown key '{}' (known: model, file, input, output, upstream)", source, key));
       }
     }
     if (root["model"]) config.model_ref = root["model"].as<std::string>();
@@ -94,6 +102,25 @@ Result<ModelFunctionConfig> ParseConfig(const std::string& text, const std::stri
       if (output["threshold"]) config.threshold = output["threshold"].as<double>();
       if (output["alert_topic"]) config.alert_topic = output["alert_topic"].as<std::string>();
     }
+    if (YAML::Node upstream = root["upstream"]) {
+      if (!upstream["url"] || !upstream["function"]) {
+        return InvalidArgument(source + ": upstream needs url: and function:");
+      }
+      config.upstream_url = upstream["url"].as<std::string>();
+      config.upstream_function = upstream["function"].as<std::string>();
+      if (upstream["confidence"]) config.upstream_confidence = upstream["confidence"].as<double>();
+      if (upstream["deadline"]) {
+        auto deadline = ParseDuration(upstream["deadline"].as<std::string>());
+        if (!deadline.ok() || deadline->count() <= 0) {
+          return InvalidArgument(source + ": upstream.deadline must be a duration like 200ms");
+        }
+        config.upstream_deadline = *deadline;
+      }
+      if (config.kind != OutputKind::kArgmax) {
+        // Only argmax has a confidence (its top probability); see docs/inference.md.
+        return InvalidArgument(source + ": upstream needs output.kind: argmax");
+      }
+    }
   } catch (const YAML::Exception& e) {
     return InvalidArgument(fmt::format("{}: {}", source, e.what()));
   }
@@ -128,20 +155,135 @@ struct Windows {
   std::map<std::string, std::deque<std::vector<float>>> rows;  // "function\0key"
 };
 
+// A session for NAME@VERSION from the thread's cache (by sha256), loading it when absent.
+Result<std::shared_ptr<ModelSession>> ThreadSession(ModelStore& store, const std::string& ref) {
+  ASSIGN_OR_RETURN(ModelMetadata metadata, store.Describe(ref));
+  std::shared_ptr<ModelSession> session = ThreadSessions()[metadata.sha256].lock();
+  if (session) return session;
+  ASSIGN_OR_RETURN(LoadedModel loaded, store.Load(ref));
+  session = std::move(loaded.session);
+  ThreadSessions()[loaded.metadata.sha256] = session;
+  return session;
+}
+
+// Routes the calls of a function naming NAME@stable (or NAME@canary) to the channel's current
+// version, and splits NAME@stable between stable and canary. It re-resolves only when the
+// store's channel generation moved, and loads the new sessions before dropping the old ones, so
+// a switch fails no call: a call in flight keeps the session it started with (one shard runs
+// one call at a time; other shards hold their own sessions).
+class ChannelRouter {
+ public:
+  ChannelRouter(ModelStore* store, std::string name, std::string channel)
+      : store_(store), name_(std::move(name)), channel_(std::move(channel)) {}
+
+  // Brings the sessions up to date. Fails only the first time (CreateInstance reports it);
+  // later a version that cannot be loaded is logged and the old sessions stay.
+  Status Refresh() {
+    const std::uint64_t generation = store_->ChannelGeneration();
+    if (loaded_ && generation == generation_) return Status::Ok();
+    Status refreshed = Load();
+    generation_ = generation;
+    if (!refreshed.ok()) {
+      if (!loaded_) return refreshed;
+      spdlog::warn("model {}@{}: keeping the previous version: {}", name_, channel_,
+                   refreshed.message());
+    }
+    loaded_ = true;
+    return Status::Ok();
+  }
+
+  // The session for this call. Deterministic split: of every 100 calls, the first `percent`
+  // (by this router's call counter) go to the canary.
+  ModelSession& Pick(bool& canary) {
+    canary = canary_ != nullptr && static_cast<int>(calls_++ % 100) < percent_;
+    return canary ? *canary_ : *stable_;
+  }
+  ModelSession& Stable() { return *stable_; }
+  const std::string& StableVersion() const { return stable_version_; }
+  const std::string& CanaryVersion() const { return canary_version_; }
+
+  // A canary call's outcome. When the window of the last `window` canary calls is full and
+  // more than max_error_rate of them failed, the canary is dropped for every shard.
+  void RecordCanary(bool failed) {
+    outcomes_.push_back(failed);
+    failures_ += failed;
+    if (static_cast<int>(outcomes_.size()) > window_) {
+      failures_ -= outcomes_.front();
+      outcomes_.pop_front();
+    }
+    if (static_cast<int>(outcomes_.size()) < window_ ||
+        failures_ <= max_error_rate_ * static_cast<double>(window_)) {
+      return;
+    }
+    const std::string reason = fmt::format("{} of the last {} canary calls failed (bound {:g})",
+                                           failures_, window_, max_error_rate_);
+    spdlog::warn("model {}: canary {} rolled back to stable: {}", name_, canary_version_, reason);
+    CanaryRollbackCount().fetch_add(1, std::memory_order_relaxed);
+    auto abandoned = store_->AbandonCanary(name_, canary_version_, reason);
+    if (!abandoned.ok()) {
+      spdlog::error("model {}: cannot record the canary rollback: {}", name_,
+                    abandoned.status().message());
+    }
+    canary_.reset();  // at once on this shard; the others follow the store's generation
+    ResetWindow();
+  }
+
+ private:
+  Status Load() {
+    ASSIGN_OR_RETURN(ModelChannels channels, store_->Channels(name_));
+    const std::string& target = channel_ == "stable" ? channels.stable : channels.canary;
+    if (target.empty()) {
+      return NotFound(
+          fmt::format("model '{}' has no {} channel (wisp model promote {}@V --channel {})", name_,
+                      channel_, name_, channel_));
+    }
+    ASSIGN_OR_RETURN(auto stable, ThreadSession(*store_, name_ + "@" + target));
+    std::shared_ptr<ModelSession> canary;
+    if (channel_ == "stable" && !channels.canary.empty() && channels.canary_percent > 0) {
+      ASSIGN_OR_RETURN(canary, ThreadSession(*store_, name_ + "@" + channels.canary));
+    }
+    if (channels.canary != canary_version_) ResetWindow();
+    stable_ = std::move(stable);
+    stable_version_ = target;
+    canary_ = std::move(canary);
+    canary_version_ = channels.canary;
+    percent_ = channels.canary_percent;
+    max_error_rate_ = channels.canary_max_error_rate;
+    window_ = std::max(1, channels.canary_window);
+    return Status::Ok();
+  }
+  void ResetWindow() {
+    outcomes_.clear();
+    failures_ = 0;
+  }
+
+  ModelStore* store_;
+  std::string name_, channel_;
+  bool loaded_ = false;
+  std::uint64_t generation_ = 0;
+  std::shared_ptr<ModelSession> stable_, canary_;
+  std::string stable_version_, canary_version_;
+  int percent_ = 0;
+  double max_error_rate_ = 0.2;
+  int window_ = 20;
+  std::uint64_t calls_ = 0;
+  std::deque<bool> outcomes_;
+  int failures_ = 0;
+};
+
 class ModelInstance final : public Instance {
  public:
   ModelInstance(FunctionSpecPtr spec, ModelFunctionConfig config,
-                std::shared_ptr<ModelSession> session, std::shared_ptr<Windows> windows)
+                std::shared_ptr<ModelSession> session, std::unique_ptr<ChannelRouter> router,
+                std::shared_ptr<Windows> windows)
       : spec_(std::move(spec)),
         config_(std::move(config)),
         session_(std::move(session)),
-        windows_(std::move(windows)) {
-    const TensorInfo& input = session_->Info().inputs.front();
-    input_shape_ = input.shape;
-    input_name_ = input.name;
-  }
+        router_(std::move(router)),
+        windows_(std::move(windows)) {}
 
   Result<Reply> Invoke(const Event& event, HostApi& host) override {
+    event_body_ = event.body;
     json parsed;
     const json* doc = event.json;
     if (doc == nullptr) {
@@ -202,20 +344,51 @@ class ModelInstance final : public Instance {
     } else {
       tensor.data = std::move(row);
     }
-    RETURN_IF_ERROR(FitShape(tensor));
-    input_.first = input_name_;
-    inputs_.resize(1);
-    std::swap(inputs_[0], input_);
-    auto outputs = session_->Run(inputs_);
-    std::swap(inputs_[0], input_);
-    if (!outputs.ok()) return outputs.status();
-    return PostProcess(*outputs, host);
+    if (!router_) return RunOn(*session_, host);
+    RETURN_IF_ERROR(router_->Refresh());
+    bool canary = false;
+    ModelSession& session = router_->Pick(canary);
+    answered_by_ = canary ? &router_->CanaryVersion() : &router_->StableVersion();
+    auto reply = RunOn(session, host);
+    if (!canary) return reply;
+    if (reply.ok()) {
+      router_->RecordCanary(/*failed=*/false);
+      return reply;
+    }
+    // The canary failed: answer with stable. Only a failure stable does not share counts
+    // against the canary (a bad event fails both).
+    answered_by_ = &router_->StableVersion();
+    auto fallback = RunOn(router_->Stable(), host);
+    if (fallback.ok()) router_->RecordCanary(/*failed=*/true);
+    return fallback;
   }
 
   bool Reusable() const override { return true; }
   std::uint64_t MemoryBytes() const override { return 0; }
 
  private:
+  // Fits the prepared input to `session`'s declared input, runs it and post-processes.
+  Result<Reply> RunOn(ModelSession& session, HostApi& host) {
+    if (&session != shaped_for_) {
+      const auto& declared = session.Info().inputs;
+      if (declared.size() != 1) {
+        return FunctionError(fmt::format("a model function's model must have one input; it has {}",
+                                         declared.size()));
+      }
+      input_shape_ = declared.front().shape;
+      input_name_ = declared.front().name;
+      shaped_for_ = &session;
+    }
+    RETURN_IF_ERROR(FitShape(input_.second));
+    input_.first = input_name_;
+    inputs_.resize(1);
+    std::swap(inputs_[0], input_);
+    auto outputs = session.Run(inputs_);
+    std::swap(inputs_[0], input_);
+    if (!outputs.ok()) return outputs.status();
+    return PostProcess(*outputs, host);
+  }
+
   float Scaled(double x) const { return static_cast<float>((x + config_.offset) * config_.scale); }
 
   Status FitShape(Tensor& tensor) const {
@@ -288,6 +461,11 @@ class ModelInstance final : public Instance {
         body = {{"outputs", TensorsToJson(outputs)}};
         break;
     }
+    if (answered_by_ != nullptr) body["version"] = *answered_by_;  // which channel answered
+    if (config_.kind == OutputKind::kArgmax && !config_.upstream_url.empty() &&
+        body["confidence"].get<double>() < config_.upstream_confidence) {
+      Escalate(body);
+    }
     Reply reply;
     reply.content_type = "application/json";
     reply.body = body.dump();
@@ -297,10 +475,45 @@ class ModelInstance final : public Instance {
     return reply;
   }
 
+  // Asks the upstream node; its answer replaces `body`, or `body` is marked degraded.
+  void Escalate(json& body) {
+    UpstreamMetrics& metrics = ModelUpstreamMetrics();
+    metrics.escalations.fetch_add(1, std::memory_order_relaxed);
+    UpstreamCaller caller = CurrentUpstreamCaller();
+    const auto start = std::chrono::steady_clock::now();
+    Result<UpstreamReply> reply =
+        caller
+            ? caller(config_.upstream_url, "/v1/functions/" + config_.upstream_function + "/invoke",
+                     std::string(event_body_), config_.upstream_deadline)
+            : Result<UpstreamReply>(Unavailable("no upstream caller on this node"));
+    metrics.latency_microseconds.fetch_add(std::chrono::duration_cast<std::chrono::microseconds>(
+                                               std::chrono::steady_clock::now() - start)
+                                               .count(),
+                                           std::memory_order_relaxed);
+    if (reply.ok() && reply->status == 200) {
+      json answer = json::parse(reply->body, nullptr, /*allow_exceptions=*/false);
+      if (answer.is_object()) {
+        answer["escalated"] = true;
+        answer["local"] = {{"label", body["label"]}, {"confidence", body["confidence"]}};
+        body = std::move(answer);
+        return;
+      }
+    }
+    metrics.degraded.fetch_add(1, std::memory_order_relaxed);
+    body["degraded"] = true;
+    body["upstream_error"] = reply.ok() ? fmt::format("upstream answered {}", reply->status)
+                                        : std::string(reply.status().message());
+  }
+
   FunctionSpecPtr spec_;
   ModelFunctionConfig config_;
-  std::shared_ptr<ModelSession> session_;
+  std::string_view event_body_;            // of the call in progress
+  std::shared_ptr<ModelSession> session_;  // null when router_ picks the session
+  std::unique_ptr<ChannelRouter> router_;  // for NAME@stable and NAME@canary
   std::shared_ptr<Windows> windows_;
+  const ModelSession* shaped_for_ = nullptr;
+  const std::string* answered_by_ =
+      nullptr;  // router_'s version for this call  // the session input_shape_ was read from
   std::vector<std::int64_t> input_shape_;
   std::string input_name_;
   NamedTensor input_;    // reused: its buffer survives across calls
@@ -325,6 +538,26 @@ class ModelRuntime final : public Runtime {
 
     std::string bytes, sha;
     ModelStore* store = use_global_ ? g_store.load() : store_;
+    std::shared_ptr<Windows> windows;
+    {
+      std::lock_guard lock(mu_);
+      auto& w = windows_[spec->name];
+      if (!w) w = std::make_shared<Windows>();
+      windows = w;
+    }
+    if (!config.model_ref.empty()) {
+      if (store == nullptr) return InvalidArgument("this node has no model registry");
+      ASSIGN_OR_RETURN(ModelRef ref, ParseModelRef(config.model_ref));
+      if (ref.version == "stable" || ref.version == "canary") {
+        auto router = std::make_unique<ChannelRouter>(store, ref.name, ref.version);
+        RETURN_IF_ERROR(router->Refresh());
+        if (router->Stable().Info().inputs.size() != 1) {
+          return InvalidArgument("a model function's model must have one input");
+        }
+        return InstancePtr(std::make_unique<ModelInstance>(spec, std::move(config), nullptr,
+                                                           std::move(router), std::move(windows)));
+      }
+    }
     if (!config.model_ref.empty()) {
       if (store == nullptr) return InvalidArgument("this node has no model registry");
       ASSIGN_OR_RETURN(ModelMetadata metadata, store->Describe(config.model_ref));
@@ -357,15 +590,8 @@ class ModelRuntime final : public Runtime {
       return InvalidArgument(fmt::format("a model function's model must have one input; it has {}",
                                          session->Info().inputs.size()));
     }
-    std::shared_ptr<Windows> windows;
-    {
-      std::lock_guard lock(mu_);
-      auto& w = windows_[spec->name];
-      if (!w) w = std::make_shared<Windows>();
-      windows = w;
-    }
     return InstancePtr(std::make_unique<ModelInstance>(spec, std::move(config), std::move(session),
-                                                       std::move(windows)));
+                                                       nullptr, std::move(windows)));
   }
 
  private:
@@ -408,6 +634,31 @@ Result<std::string> InferWithThreadSessions(ModelStore* store, std::string_view 
   ASSIGN_OR_RETURN(NamedTensors inputs, InputsFromJson(doc, session.Info()));
   ASSIGN_OR_RETURN(NamedTensors outputs, session.Run(inputs));
   return TensorsToJson(outputs).dump();
+}
+
+namespace {
+std::mutex g_upstream_mu;
+UpstreamCaller g_upstream_caller;
+}  // namespace
+
+void SetModelUpstreamCaller(UpstreamCaller caller) {
+  std::lock_guard lock(g_upstream_mu);
+  g_upstream_caller = std::move(caller);
+}
+
+UpstreamCaller CurrentUpstreamCaller() {
+  std::lock_guard lock(g_upstream_mu);
+  return g_upstream_caller;
+}
+
+UpstreamMetrics& ModelUpstreamMetrics() {
+  static UpstreamMetrics metrics;
+  return metrics;
+}
+
+std::atomic<std::uint64_t>& CanaryRollbackCount() {
+  static std::atomic<std::uint64_t> count{0};
+  return count;
 }
 
 RuntimePtr MakeModelRuntime(ModelStore* store) {

@@ -22,6 +22,7 @@
 //
 // Replies (JSON): argmax {"label", "class", "confidence", "scores"}; threshold {"score",
 // "alert"}; reconstruction_error {"error", "anomaly", "threshold"}; raw {"outputs": {...}}.
+// A function naming a channel adds "version": the version that answered.
 // While a window fills the reply is 202 {"status": "warming", "have": k, "need": N}.
 //
 // Sessions: CreateInstance loads the model (that is the function's cold start). Instances on
@@ -29,10 +30,22 @@
 // it; sessions are not thread-safe, and a shard runs one call at a time. Windows are shared by
 // all instances of a function on the node, under a mutex.
 //
+// `model: NAME@stable` follows the registry's stable channel and sends the canary's share of the
+// calls to the canary version; a canary call that fails where stable succeeds is answered by
+// stable and counted against the canary, which is rolled back automatically when its failures in
+// a window exceed the bound (docs/inference.md, "Rollout"). `model: NAME@canary` follows the
+// canary channel alone.
+//
 // Failures: CreateInstance InvalidArgument for a bad model file or a model the registry refuses
 // (NotFound when the reference does not exist); Invoke InvalidArgument (as FunctionError) when
 // the event lacks a field or is not JSON.
 #pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <string>
 
 #include "wisp/runtime.h"
 
@@ -52,6 +65,34 @@ void SetModelRuntimeStore(ModelStore* store);
 // newly pushed version is picked up without a registry read on every call.
 Result<std::string> InferWithThreadSessions(ModelStore* store, std::string_view model,
                                             std::string_view inputs_json);
+
+// Automatic canary rollbacks in this process (every shard), for /metrics.
+std::atomic<std::uint64_t>& CanaryRollbackCount();
+
+// Hierarchical inference (`upstream:` in model.yaml, docs/inference.md): a call whose argmax
+// confidence is below upstream.confidence is POSTed to URL/v1/functions/FUNCTION/invoke with the
+// event's body, waiting at most upstream.deadline; a 200 JSON answer replaces the local one
+// (marked "escalated": true, with "local": {label, confidence}); otherwise the local answer is
+// returned marked "degraded": true with "upstream_error". The caller blocks the shard thread for
+// at most the deadline.
+struct UpstreamReply {
+  int status = 0;
+  std::string body;
+};
+using UpstreamCaller = std::function<Result<UpstreamReply>(
+    const std::string& url, const std::string& target, const std::string& body,
+    std::chrono::milliseconds timeout)>;
+// Set by the node (node/model_upstream.cc: the blocking HTTP client); tests set a fake. Any
+// thread; calls in progress keep the caller they started with.
+void SetModelUpstreamCaller(UpstreamCaller caller);
+UpstreamCaller CurrentUpstreamCaller();
+struct UpstreamMetrics {
+  std::atomic<std::uint64_t> escalations{0};
+  std::atomic<std::uint64_t> degraded{0};
+  std::atomic<std::uint64_t> latency_microseconds{0};  // summed over escalations
+};
+// Process-wide, for /metrics.
+UpstreamMetrics& ModelUpstreamMetrics();
 
 // Registers "model" in RuntimeRegistry::Get() (using the store set above at each
 // CreateInstance). Calling it again is harmless.
