@@ -219,7 +219,10 @@ Status CheckReferenceSet(ModelSession& session, const json& reference, double to
       return InvalidArgument(
           fmt::format("reference case {}: the model failed: {}", i, outputs.status().message()));
     }
-    for (const auto& [name, expected_json] : c["outputs"].items()) {
+    for (const auto& item : c["outputs"].items()) {
+      // Named copies: clang cannot capture structured bindings in the lambda below.
+      const std::string name = item.key();
+      const json& expected_json = item.value();
       auto found = std::find_if(outputs->begin(), outputs->end(),
                                 [&](const NamedTensor& t) { return t.first == name; });
       if (found == outputs->end()) {
@@ -535,9 +538,17 @@ Result<std::vector<std::string>> ModelStore::Remove(std::string_view text) {
     fs::remove_all(fs::path(root_) / ref.name, ec);
   } else {
     ASSIGN_OR_RETURN(ModelMetadata m, Resolve(ref));
+    ASSIGN_OR_RETURN(ModelChannels channels, ReadChannels(m.name));
+    if (m.version == channels.stable || m.version == channels.canary) {
+      return InvalidArgument(fmt::format(
+          "{}@{} is the {} channel's version; promote another version or roll back first", m.name,
+          m.version, m.version == channels.stable ? "stable" : "canary"));
+    }
     removed.push_back(m.name + "@" + m.version);
     fs::remove_all(fs::path(root_) / m.name / m.version, ec);
-    // The last version takes the model's directory with it.
+    // The last version takes the model's directory (and its channels) with it.
+    ASSIGN_OR_RETURN(auto remaining, VersionsOf(m.name));
+    if (remaining.empty()) fs::remove(fs::path(root_) / m.name / "channels.json", ec);
     fs::remove(fs::path(root_) / m.name, ec);
     ec.clear();
   }

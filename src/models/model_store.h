@@ -120,7 +120,8 @@ class ModelStore {
   // Every version of every model, by name then push order.
   Result<std::vector<ModelMetadata>> List();
   Result<ModelMetadata> Describe(std::string_view ref);
-  // "NAME": every version; "NAME@VERSION": that one. Returns what was removed.
+  // "NAME": every version (and the channels); "NAME@VERSION": that one, unless a channel names
+  // it (InvalidArgument). Returns what was removed.
   Result<std::vector<std::string>> Remove(std::string_view ref);
   // Integrity-checked load of a fresh session.
   Result<LoadedModel> Load(std::string_view ref);

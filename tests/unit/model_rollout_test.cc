@@ -145,6 +145,12 @@ TEST_F(ModelRolloutTest, PromoteAndRollbackMoveTheChannels) {
   EXPECT_EQ(rolled->stable, "1");
   EXPECT_EQ(store_->Describe("mlp@stable")->version, "1");
 
+  // A version a channel points at cannot be removed; others can.
+  auto removed = store_->Remove("mlp@1");
+  ASSERT_FALSE(removed.ok());
+  EXPECT_NE(removed.status().message().find("stable channel"), std::string::npos);
+  EXPECT_TRUE(store_->Remove("mlp@misfit").ok());
+
   // Channel names are not versions, and the channels survive a restart of the store.
   EXPECT_FALSE(store_->Push("mlp", "stable", ReadFile(ModelPath("mlp.onnx"))).ok());
   ModelStore reopened(dir_ + "/data");
