@@ -14,22 +14,14 @@
 #include "inference/opencv/opencv_backend.h"
 #include "inference/tensor_json.h"
 #include "models/model_store.h"
+#include "test_models.h"
 
 namespace wisp {
 namespace {
 
 using nlohmann::json;
-
-std::string ModelPath(const std::string& file) {
-  return std::string(WISP_SOURCE_DIR) + "/tests/data/models/" + file;
-}
-
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::ostringstream out;
-  out << in.rdbuf();
-  return out.str();
-}
+using testing::ModelPath;
+using testing::ReadFile;
 
 Tensor TensorFromCase(const json& item) {
   Tensor tensor;

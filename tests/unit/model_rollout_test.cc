@@ -14,24 +14,16 @@
 #include "models/model_store.h"
 #include "runtime/model/model_runtime.h"
 #include "test_fakes.h"
+#include "test_models.h"
 
 namespace wisp {
 namespace {
 
 using nlohmann::json;
 using testing::FakeStateStore;
+using testing::ModelPath;
+using testing::ReadFile;
 using testing::RecordingHost;
-
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::ostringstream out;
-  out << in.rdbuf();
-  return out.str();
-}
-
-std::string ModelPath(const std::string& file) {
-  return std::string(WISP_SOURCE_DIR) + "/tests/data/models/" + file;
-}
 
 class ModelRolloutTest : public ::testing::Test {
  protected:
