@@ -72,15 +72,7 @@ class AutoscaleTest : public ::testing::Test {
     auto r = node_->Request("GET", "/metrics");
     EXPECT_TRUE(r.ok() && r->status == 200);
     if (!r.ok()) return -1;
-    std::istringstream lines(r->body);
-    std::string line;
-    while (std::getline(lines, line)) {
-      if (!line.starts_with(name + "{")) continue;
-      if (line.find("function=\"" + function + "\"") == std::string::npos) continue;
-      if (!extra_label.empty() && line.find(extra_label) == std::string::npos) continue;
-      return std::stod(line.substr(line.rfind(' ') + 1));
-    }
-    return -1;
+    return testing::FindMetric(r->body, name, function, extra_label).value_or(-1);
   }
 
   // Polls until no instance of `function` is live (warm or starting); bounded at ~30 s.

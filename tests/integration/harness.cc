@@ -186,4 +186,17 @@ CommandResult RunCli(const std::vector<std::string>& cli_args,
   return result;
 }
 
+std::optional<double> FindMetric(const std::string& body, const std::string& name,
+                                 const std::string& function, const std::string& extra_label) {
+  std::istringstream lines(body);
+  std::string line;
+  while (std::getline(lines, line)) {
+    if (!line.starts_with(name + "{")) continue;
+    if (line.find("function=\"" + function + "\"") == std::string::npos) continue;
+    if (!extra_label.empty() && line.find(extra_label) == std::string::npos) continue;
+    return std::stod(line.substr(line.rfind(' ') + 1));
+  }
+  return std::nullopt;
+}
+
 }  // namespace wisp::testing

@@ -5,6 +5,7 @@
 
 #include <chrono>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -75,5 +76,10 @@ CommandResult RunCli(const std::vector<std::string>& args,
 
 std::string SourceDir();  // the repository, for examples/
 std::string ReadTextFile(const std::string& path);
+
+// The value of the Prometheus series `name{...}` in a /metrics `body` whose labels include
+// `function="<function>"` and, when not empty, `extra_label`; nullopt when there is none.
+std::optional<double> FindMetric(const std::string& body, const std::string& name,
+                                 const std::string& function, const std::string& extra_label = "");
 
 }  // namespace wisp::testing

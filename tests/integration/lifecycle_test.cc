@@ -112,14 +112,7 @@ class LifecycleTest : public ::testing::Test {
     auto r = node_->Request("GET", "/metrics");
     EXPECT_TRUE(r.ok() && r->status == 200);
     if (!r.ok()) return -1;
-    std::istringstream lines(r->body);
-    std::string line;
-    while (std::getline(lines, line)) {
-      if (!line.starts_with(name + "{")) continue;
-      if (line.find("function=\"" + function + "\"") == std::string::npos) continue;
-      if (!extra_label.empty() && line.find(extra_label) == std::string::npos) continue;
-      return std::stod(line.substr(line.rfind(' ') + 1));
-    }
+    if (auto value = testing::FindMetric(r->body, name, function, extra_label)) return *value;
     ADD_FAILURE() << "no series " << name << " for " << function << " in\n" << r->body;
     return -1;
   }
