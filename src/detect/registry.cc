@@ -3,6 +3,7 @@
 #include <cmath>
 #include <limits>
 #include <mutex>
+#include <type_traits>
 
 #include "detect/detector_base.h"
 #include "fmt/format.h"
@@ -68,48 +69,44 @@ const std::string* ParamReader::Lookup(std::string_view key) {
   return it == params_.end() ? nullptr : &it->second;
 }
 
-double ParamReader::Double(std::string_view key, double fallback, double min, double max) {
-  const std::string* text = Lookup(key);
+namespace {
+
+// Parses a detector parameter of type T: `fallback` when absent; on a malformed or out-of-range
+// value, the first such error goes to `error` and `fallback` is returned.
+template <typename T>
+T ParseNumberParam(const std::string* text, T fallback, T min, T max, std::string_view detector,
+                   std::string_view key, Status& error) {
   if (text == nullptr) return fallback;
-  double value = 0;
+  T value = 0;
   auto [end, ec] = std::from_chars(text->data(), text->data() + text->size(), value);
-  if (ec != std::errc() || end != text->data() + text->size() || !std::isfinite(value)) {
-    if (error_.ok()) {
-      error_ = InvalidArgument(
-          fmt::format("{}: parameter {}='{}' is not a number", detector_, key, *text));
+  bool malformed = ec != std::errc() || end != text->data() + text->size();
+  if constexpr (std::is_floating_point_v<T>) malformed = malformed || !std::isfinite(value);
+  if (malformed) {
+    if (error.ok()) {
+      error =
+          InvalidArgument(fmt::format("{}: parameter {}='{}' is not {}", detector, key, *text,
+                                      std::is_floating_point_v<T> ? "a number" : "a whole number"));
     }
     return fallback;
   }
   if (value < min || value > max) {
-    if (error_.ok()) {
-      error_ = InvalidArgument(fmt::format("{}: parameter {}={} is out of range [{}, {}]",
-                                           detector_, key, *text, min, max));
+    if (error.ok()) {
+      error = InvalidArgument(fmt::format("{}: parameter {}={} is out of range [{}, {}]", detector,
+                                          key, *text, min, max));
     }
     return fallback;
   }
   return value;
 }
 
+}  // namespace
+
+double ParamReader::Double(std::string_view key, double fallback, double min, double max) {
+  return ParseNumberParam(Lookup(key), fallback, min, max, detector_, key, error_);
+}
+
 int64_t ParamReader::Int(std::string_view key, int64_t fallback, int64_t min, int64_t max) {
-  const std::string* text = Lookup(key);
-  if (text == nullptr) return fallback;
-  int64_t value = 0;
-  auto [end, ec] = std::from_chars(text->data(), text->data() + text->size(), value);
-  if (ec != std::errc() || end != text->data() + text->size()) {
-    if (error_.ok()) {
-      error_ = InvalidArgument(
-          fmt::format("{}: parameter {}='{}' is not a whole number", detector_, key, *text));
-    }
-    return fallback;
-  }
-  if (value < min || value > max) {
-    if (error_.ok()) {
-      error_ = InvalidArgument(fmt::format("{}: parameter {}={} is out of range [{}, {}]",
-                                           detector_, key, *text, min, max));
-    }
-    return fallback;
-  }
-  return value;
+  return ParseNumberParam(Lookup(key), fallback, min, max, detector_, key, error_);
 }
 
 std::string ParamReader::String(std::string_view key, std::string fallback) {
