@@ -8,7 +8,9 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <sstream>
+#include <type_traits>
 
 #include <fmt/format.h>
 
@@ -49,6 +51,17 @@ template <typename T>
 Result<T> Field(const json& doc, const char* key) {
   auto it = doc.find(key);
   if (it == doc.end()) return InvalidArgument(fmt::format("model metadata: {} is missing", key));
+  // nlohmann converts any number to an integer type with a plain cast, which is undefined for
+  // a value out of the type's range (1e50, -1 for unsigned): check the kind and range first.
+  if constexpr (std::is_integral_v<T> && !std::is_same_v<T, bool>) {
+    const bool fits = it->is_number_unsigned() ? it->template get<std::uint64_t>() <=
+                                                     std::uint64_t{std::numeric_limits<T>::max()}
+                                               : it->is_number_integer() && std::is_signed_v<T>;
+    if (!fits) {
+      return InvalidArgument(
+          fmt::format("model metadata: {} must be a whole number in range", key));
+    }
+  }
   try {
     return it->get<T>();
   } catch (const json::exception&) {
@@ -184,6 +197,15 @@ json ReferenceTensor(const json& value) {
   const json& data = value["data"];
   const json shape = value.value("shape", json::array({data.is_array() ? data.size() : 0}));
   if (!data.is_array() || !shape.is_array()) return value;
+  // Only a shape that holds exactly the data is unfolded; any other is left as given (and then
+  // fails the comparison with a message), so a shape like [1e6, 1e6] cannot blow up memory.
+  std::uint64_t elements = 1;
+  for (const json& dim : shape) {
+    if (!dim.is_number_unsigned() || dim.get<std::uint64_t>() > data.size()) return value;
+    elements *= dim.get<std::uint64_t>();
+    if (elements > data.size()) return value;
+  }
+  if (elements != data.size()) return value;
   std::size_t at = 0;
   return NestedFromFlat(data, shape, 0, at);
 }

@@ -323,6 +323,18 @@ TEST(ModelMetadataTest, RoundTripsAndRefusesMissingFields) {
   doc.erase("sha256");
   EXPECT_FALSE(ModelMetadataFromText(doc.dump()).ok());
   EXPECT_FALSE(ModelMetadataFromText("[1]").ok());
+
+  // Found by model_metadata_fuzz: numbers that do not fit the field's integer type are refused
+  // (converting them was undefined behaviour).
+  for (const json& bad : {json(2.5e50), json(-1), json(1.5), json(18446744073709551615ull)}) {
+    json wrong = ModelMetadataToJson(m);
+    wrong["size_bytes"] = bad;
+    if (bad.is_number_unsigned()) wrong["size_bytes"] = 502, wrong["pushed_at_ms"] = bad;
+    auto refused = ModelMetadataFromText(wrong.dump());
+    ASSERT_FALSE(refused.ok()) << wrong.dump();
+    EXPECT_NE(refused.status().message().find("whole number in range"), std::string::npos)
+        << refused.status().message();
+  }
 }
 
 }  // namespace

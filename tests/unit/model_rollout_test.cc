@@ -107,6 +107,12 @@ TEST_F(ModelRolloutTest, StableSwitchIsRefusedWhenAReferenceCaseIsOffAndNamesIt)
   EXPECT_NE(message.find("y[2]"), std::string::npos) << message;
   EXPECT_NE(message.find("off by 0.5"), std::string::npos) << message;
 
+  // A shape that does not hold exactly its data is not unfolded (a [1e6, 1e6] shape must not
+  // build a trillion elements): the case is refused like any other mismatch.
+  json huge = reference_;
+  huge["cases"][0]["outputs"]["y"]["shape"] = json::array({1000000, 1000000});
+  EXPECT_FALSE(Promote("mlp@2", "stable", huge).ok());
+
   // A model whose inputs do not even fit is refused too, and stable never moved.
   EXPECT_FALSE(Promote("mlp@misfit", "stable", reference_).ok());
   auto channels = store_->Channels("mlp");
