@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "common/json_path.h"
 #include "detect/detector_base.h"
 #include "detect/keyed_detectors.h"
 #include "fmt/format.h"
@@ -14,21 +15,6 @@
 
 namespace wisp {
 namespace {
-
-// The value at a dotted path ("a.b"), or null.
-const nlohmann::json* Field(const nlohmann::json& root, std::string_view path) {
-  const nlohmann::json* at = &root;
-  while (!path.empty()) {
-    size_t dot = path.find('.');
-    std::string part(path.substr(0, dot));
-    if (!at->is_object()) return nullptr;
-    auto it = at->find(part);
-    if (it == at->end()) return nullptr;
-    at = &*it;
-    path = dot == std::string_view::npos ? std::string_view() : path.substr(dot + 1);
-  }
-  return at;
-}
 
 // `algorithm: autoencoder`: a registry model reconstructs the vector of sensor values; the
 // mean squared reconstruction error is scored against the key's own error history (running
@@ -132,7 +118,8 @@ class DetectorInstance final : public Instance {
             fmt::format("detector: topic '{}' has no segment {}", event.topic, index));
       }
     } else if (config.key.starts_with("field:")) {
-      const nlohmann::json* field = Field(*payload, std::string_view(config.key).substr(6));
+      const nlohmann::json* field =
+          FindDottedField(*payload, std::string_view(config.key).substr(6));
       if (field == nullptr || !(field->is_string() || field->is_number())) {
         return InvalidArgument(fmt::format("detector: no key at field '{}'", config.key.substr(6)));
       }
@@ -140,7 +127,8 @@ class DetectorInstance final : public Instance {
     }
 
     // The value(s).
-    const nlohmann::json* value = config.value.empty() ? payload : Field(*payload, config.value);
+    const nlohmann::json* value =
+        config.value.empty() ? payload : FindDottedField(*payload, config.value);
     values_.clear();
     if (value != nullptr && value->is_number()) {
       values_.push_back(value->get<double>());
@@ -166,7 +154,7 @@ class DetectorInstance final : public Instance {
         return InvalidArgument("detector rul: takes one health value per event, not an array");
       }
       if (!rul_->time_field.empty()) {
-        const nlohmann::json* time = Field(*payload, rul_->time_field);
+        const nlohmann::json* time = FindDottedField(*payload, rul_->time_field);
         if (time == nullptr || !time->is_number()) {
           return InvalidArgument(
               fmt::format("detector rul: no number at time field '{}'", rul_->time_field));

@@ -17,6 +17,7 @@
 #include <yaml-cpp/yaml.h>
 #include <nlohmann/json.hpp>
 
+#include "common/json_path.h"
 #include "inference/tensor_json.h"
 #include "models/model_store.h"
 #include "wisp/units.h"
@@ -125,21 +126,6 @@ Result<ModelFunctionConfig> ParseConfig(const std::string& text, const std::stri
     return InvalidArgument(fmt::format("{}: {}", source, e.what()));
   }
   return config;
-}
-
-// A dotted path into the event's JSON ("a.b"), or null.
-const json* Lookup(const json& doc, std::string_view path) {
-  const json* at = &doc;
-  while (!path.empty()) {
-    auto dot = path.find('.');
-    std::string part(path.substr(0, dot));
-    if (!at->is_object()) return nullptr;
-    auto it = at->find(part);
-    if (it == at->end()) return nullptr;
-    at = &*it;
-    path = dot == std::string_view::npos ? std::string_view() : path.substr(dot + 1);
-  }
-  return at;
 }
 
 // Sessions shared by the instances of one thread (shard), by model sha256.
@@ -295,7 +281,7 @@ class ModelInstance final : public Instance {
     }
     std::vector<float> row;
     if (!config_.array_field.empty()) {
-      const json* values = Lookup(*doc, config_.array_field);
+      const json* values = FindDottedField(*doc, config_.array_field);
       if (values == nullptr || !values->is_array()) {
         return FunctionError(
             fmt::format("event field {} is missing or not an array", config_.array_field));
@@ -310,7 +296,7 @@ class ModelInstance final : public Instance {
     } else {
       row.reserve(config_.fields.size());
       for (const std::string& field : config_.fields) {
-        const json* v = Lookup(*doc, field);
+        const json* v = FindDottedField(*doc, field);
         if (v == nullptr || !v->is_number()) {
           return FunctionError(fmt::format("event field {} is missing or not a number", field));
         }
@@ -324,7 +310,7 @@ class ModelInstance final : public Instance {
       std::string key = spec_->name;
       key += '\0';
       if (!config_.key_field.empty()) {
-        if (const json* k = Lookup(*doc, config_.key_field)) {
+        if (const json* k = FindDottedField(*doc, config_.key_field)) {
           key += k->is_string() ? k->get<std::string>() : k->dump();
         }
       }
