@@ -607,6 +607,23 @@ void Shard::HandleMetrics(HttpResponse& response) {
       upstream.escalations.load(std::memory_order_relaxed),
       upstream.degraded.load(std::memory_order_relaxed),
       upstream.latency_microseconds.load(std::memory_order_relaxed) / 1e6);
+  std::string runs, rows, seconds;
+  ForEachModelFunctionMetrics([&](const std::string& function, const ModelFunctionMetrics& m) {
+    runs += fmt::format("wisp_model_runs_total{{function=\"{}\"}} {}\n", function,
+                        m.runs.load(std::memory_order_relaxed));
+    rows += fmt::format("wisp_model_inferences_total{{function=\"{}\"}} {}\n", function,
+                        m.rows.load(std::memory_order_relaxed));
+    seconds += fmt::format("wisp_model_inference_seconds_total{{function=\"{}\"}} {}\n", function,
+                           m.run_nanoseconds.load(std::memory_order_relaxed) / 1e9);
+  });
+  response.body() += fmt::format(
+      "# HELP wisp_model_runs_total Backend runs of a model function's model (one per batch).\n"
+      "# TYPE wisp_model_runs_total counter\n{}"
+      "# HELP wisp_model_inferences_total Events a model function's model answered.\n"
+      "# TYPE wisp_model_inferences_total counter\n{}"
+      "# HELP wisp_model_inference_seconds_total Time in the inference backend.\n"
+      "# TYPE wisp_model_inference_seconds_total counter\n{}",
+      runs, rows, seconds);
 }
 
 }  // namespace wisp

@@ -4,9 +4,11 @@
 
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <sstream>
 
 #include <gtest/gtest.h>
+#include <boost/asio/io_context.hpp>
 #include <nlohmann/json.hpp>
 
 #include "extensions/builtin.h"
@@ -32,6 +34,7 @@ class ModelUpstreamTest : public ::testing::Test {
   }
   void TearDown() override {
     SetModelUpstreamCaller(nullptr);
+    SetModelAsyncUpstreamCaller(nullptr);
     std::filesystem::remove_all(dir_);
   }
 
@@ -119,6 +122,45 @@ TEST_F(ModelUpstreamTest, UnreachableOrFailingUpstreamGivesADegradedLocalAnswer)
   body = Call(**instance);
   EXPECT_EQ(body["degraded"], true) << body;
   EXPECT_EQ(ModelUpstreamMetrics().degraded.load(), degraded + 2);
+}
+
+TEST_F(ModelUpstreamTest, AsynchronousCallsWaitForTheUpstreamOnTheLoop) {
+  SetModelUpstreamCaller([](auto&&...) -> Result<UpstreamReply> {
+    ADD_FAILURE() << "the blocking caller was used by an asynchronous call";
+    return Unavailable("blocking");
+  });
+  boost::asio::io_context io;
+  std::vector<AsyncUpstreamDone> waiting;  // answered by the test, like a slow upstream
+  SetModelAsyncUpstreamCaller([&](boost::asio::io_context& loop, const std::string& url,
+                                  const std::string& target, std::string body,
+                                  std::chrono::milliseconds timeout, AsyncUpstreamDone done) {
+    EXPECT_EQ(&loop, &io);
+    EXPECT_EQ(url, "http://upstream.test:8080");
+    EXPECT_EQ(target, "/v1/functions/big/invoke");
+    EXPECT_EQ(body, event_text_);
+    EXPECT_EQ(timeout, std::chrono::milliseconds(150));
+    waiting.push_back(std::move(done));
+  });
+  auto instance = Function(0.99);
+  ASSERT_TRUE(instance.ok()) << instance.status().ToString();
+  Event event;
+  event.body = event_text_;
+  std::vector<std::optional<Result<Reply>>> replies(2);
+  for (auto& reply : replies) {
+    (*instance)->InvokeAsync(event, host_, io,
+                             [&reply](Result<Reply> r) { reply.emplace(std::move(r)); });
+  }
+  ASSERT_EQ(waiting.size(), 2u);  // both calls escalated; neither holds the thread
+  EXPECT_FALSE(replies[0] || replies[1]);
+  waiting[0](UpstreamReply{200, R"({"label":"big-c","confidence":0.9})"});
+  waiting[1](DeadlineExceeded("http://upstream.test:8080: timed out"));
+  ASSERT_TRUE(replies[0] && replies[0]->ok() && replies[1] && replies[1]->ok());
+  json escalated = json::parse((*replies[0])->body);
+  EXPECT_EQ(escalated["label"], "big-c") << escalated;
+  EXPECT_EQ(escalated["escalated"], true);
+  json degraded = json::parse((*replies[1])->body);
+  EXPECT_EQ(degraded["degraded"], true) << degraded;
+  EXPECT_EQ(degraded["label"].get<std::string>().rfind("small-", 0), 0u) << degraded;
 }
 
 TEST_F(ModelUpstreamTest, RefusesUpstreamWithoutArgmaxOrWithABadDeadline) {

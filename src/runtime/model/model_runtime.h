@@ -18,6 +18,10 @@
 //     threshold: 0.01           # threshold: alert when output[0] > it; reconstruction_error:
 //                               #   anomaly when mean squared error > it
 //     alert_topic: plant/alerts # ctx.emit the reply there when it is an alert or anomaly
+//   batching:                   # optional: concurrent calls share one backend run
+//     max_batch: 16             #   rows per run at most (needs concurrency.max >= 2)
+//     max_delay: 2ms            #   wait at most this for more calls; 0: batch only the calls
+//                               #   already waiting on the shard's loop (no added delay)
 // The model must have one input; the rows are fitted to its declared shape.
 //
 // Replies (JSON): argmax {"label", "class", "confidence", "scores"}; threshold {"score",
@@ -45,6 +49,7 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
 
 #include "wisp/runtime.h"
@@ -73,8 +78,9 @@ std::atomic<std::uint64_t>& CanaryRollbackCount();
 // confidence is below upstream.confidence is POSTed to URL/v1/functions/FUNCTION/invoke with the
 // event's body, waiting at most upstream.deadline; a 200 JSON answer replaces the local one
 // (marked "escalated": true, with "local": {label, confidence}); otherwise the local answer is
-// returned marked "degraded": true with "upstream_error". The caller blocks the shard thread for
-// at most the deadline.
+// returned marked "degraded": true with "upstream_error". HTTP invokes wait for the upstream
+// on the shard's loop (AsyncUpstreamCaller); MQTT and timer calls block their shard for at most
+// the deadline (UpstreamCaller).
 struct UpstreamReply {
   int status = 0;
   std::string body;
@@ -86,6 +92,17 @@ using UpstreamCaller = std::function<Result<UpstreamReply>(
 // thread; calls in progress keep the caller they started with.
 void SetModelUpstreamCaller(UpstreamCaller caller);
 UpstreamCaller CurrentUpstreamCaller();
+// The same without blocking: starts the request on `io` (the shard's loop) and calls `done` once,
+// on that loop's thread, never inline. Set by the node (node/model_upstream.cc); when none is set
+// the blocking caller is used. Used by asynchronous calls (HTTP invokes); MQTT and timer events
+// still run synchronously and use the blocking caller.
+using AsyncUpstreamDone = std::function<void(Result<UpstreamReply>)>;
+using AsyncUpstreamCaller = std::function<void(
+    boost::asio::io_context& io, const std::string& url, const std::string& target,
+    std::string body, std::chrono::milliseconds timeout, AsyncUpstreamDone done)>;
+void SetModelAsyncUpstreamCaller(AsyncUpstreamCaller caller);
+AsyncUpstreamCaller CurrentAsyncUpstreamCaller();
+
 struct UpstreamMetrics {
   std::atomic<std::uint64_t> escalations{0};
   std::atomic<std::uint64_t> degraded{0};
@@ -93,6 +110,20 @@ struct UpstreamMetrics {
 };
 // Process-wide, for /metrics.
 UpstreamMetrics& ModelUpstreamMetrics();
+
+// Inference work per model function (every shard, every instance), for /metrics: backend runs,
+// rows inferred (more rows than runs when calls were batched) and the time spent in the backend.
+struct ModelFunctionMetrics {
+  std::atomic<std::uint64_t> runs{0};
+  std::atomic<std::uint64_t> rows{0};
+  std::atomic<std::uint64_t> run_nanoseconds{0};
+};
+// The counters of `function`, created on first use and kept for the process's life (a
+// redeploy continues them). Any thread.
+std::shared_ptr<ModelFunctionMetrics> ModelFunctionMetricsFor(const std::string& function);
+// Calls `visit` for every model function's counters, under a lock (do not call back in).
+void ForEachModelFunctionMetrics(
+    const std::function<void(const std::string& function, const ModelFunctionMetrics&)>& visit);
 
 // Registers "model" in RuntimeRegistry::Get() (using the store set above at each
 // CreateInstance). Calling it again is harmless.
