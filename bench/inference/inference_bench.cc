@@ -5,7 +5,11 @@
 //
 //   inference_bench --models DIR [--seconds S]
 //
-// Prints a table and a last line RESULT {json}. One thread; run.sh pins nothing.
+// Then micro-batching: C closed-loop clients (C = 1, 8, 64) calling the model function's
+// asynchronous path on one event loop (a shard), with batching off and on
+// (`batching: {max_batch: 64, max_delay: 0ms}`); calls/s, per-call latency and the mean batch.
+//
+// Prints tables and a last line RESULT {json}. One thread; run.sh pins nothing.
 #include <stdlib.h>
 
 #include <algorithm>
@@ -19,6 +23,9 @@
 
 #include <fmt/format.h>
 #include <CLI/CLI.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <nlohmann/json.hpp>
 #include <opencv2/core.hpp>
 #include <opencv2/dnn.hpp>
@@ -104,6 +111,67 @@ class NullHost final : public wisp::HostApi {
     return std::chrono::system_clock::now();
   }
 };
+
+struct ConcurrentFigures {
+  std::size_t calls = 0, failures = 0;
+  double calls_per_s = 0, p50_us = 0, p99_us = 0, mean_batch = 0;
+};
+
+// `concurrency` clients each call `instance` asynchronously and call again as soon as the reply
+// arrives (posted, so no call starts inside another's completion), for `seconds` after a short
+// warm-up. The mean batch is rows / backend runs from the function's counters.
+ConcurrentFigures MeasureConcurrent(wisp::Instance& instance, wisp::HostApi& host,
+                                    const wisp::Event& event, int concurrency, double seconds,
+                                    const wisp::ModelFunctionMetrics& metrics) {
+  boost::asio::io_context io;
+  std::vector<Clock::time_point> started(static_cast<std::size_t>(concurrency));
+  std::vector<double> latencies;
+  std::size_t failures = 0;
+  bool stopping = false;
+  std::function<void(int)> issue = [&](int k) {
+    started[k] = Clock::now();
+    instance.InvokeAsync(event, host, io, [&, k](wisp::Result<wisp::Reply> reply) {
+      latencies.push_back(
+          std::chrono::duration<double, std::micro>(Clock::now() - started[k]).count());
+      if (!reply.ok() || reply->status != 200) ++failures;
+      if (!stopping) boost::asio::post(io, [&issue, k] { issue(k); });
+    });
+  };
+  auto run_for = [&](double run_seconds) {
+    stopping = false;
+    for (int k = 0; k < concurrency; ++k) boost::asio::post(io, [&issue, k] { issue(k); });
+    boost::asio::steady_timer stop(io, std::chrono::duration_cast<Clock::duration>(
+                                           std::chrono::duration<double>(run_seconds)));
+    stop.async_wait([&](const boost::system::error_code&) { stopping = true; });
+    io.restart();
+    io.run();  // returns once every client's last call has ended
+  };
+  run_for(std::min(0.3, seconds / 4));  // warm-up
+  latencies.clear();
+  failures = 0;
+  const auto runs_before = metrics.runs.load();
+  const auto rows_before = metrics.rows.load();
+  const auto start = Clock::now();
+  run_for(seconds);
+  const double elapsed = std::chrono::duration<double>(Clock::now() - start).count();
+  ConcurrentFigures f;
+  f.calls = latencies.size();
+  f.failures = failures;
+  f.calls_per_s = latencies.size() / elapsed;
+  std::sort(latencies.begin(), latencies.end());
+  if (!latencies.empty()) {
+    f.p50_us = latencies[latencies.size() / 2];
+    f.p99_us = latencies[std::min(latencies.size() - 1, latencies.size() * 99 / 100)];
+  }
+  const auto runs = metrics.runs.load() - runs_before;
+  f.mean_batch = runs == 0 ? 0 : static_cast<double>(metrics.rows.load() - rows_before) / runs;
+  return f;
+}
+
+json ToJson(const ConcurrentFigures& f) {
+  return {{"calls", f.calls},   {"calls_per_s", f.calls_per_s}, {"p50_us", f.p50_us},
+          {"p99_us", f.p99_us}, {"mean_batch", f.mean_batch},   {"failures", f.failures}};
+}
 
 struct Case {
   std::string name;        // "mlp"
@@ -205,7 +273,6 @@ int main(int argc, char** argv) {
     const Figures& direct = figures[0];
     const Figures& backend_run = figures[1];
     const Figures& function = figures[2];
-    std::filesystem::remove_all(dir);
     if (failures > 0) {
       std::fprintf(stderr, "%zu model-function calls failed\n", failures);
       return 1;
@@ -235,6 +302,43 @@ int main(int argc, char** argv) {
                       {"function_over_direct_p50", ratio_p50},
                       {"added_p50_us", added_p50},
                       {"goal_met_p50", ratio_p50 <= 1.05 || added_p50 <= 5.0}};
+
+    // Micro-batching: the same function with batching off and on, at 1, 8 and 64 clients.
+    std::ofstream(dir + "/model.yaml")
+        << c.model_yaml << "batching: {max_batch: 64, max_delay: 0ms}\n";
+    auto batching_spec = std::make_shared<wisp::FunctionSpec>(*spec);
+    batching_spec->name = "bench-batched-" + c.name;
+    batching_spec->concurrency_max = 64;
+    auto batched = wisp::MakeModelRuntime(nullptr)->CreateInstance(batching_spec, dir);
+    std::filesystem::remove_all(dir);
+    if (!batched.ok()) {
+      std::fprintf(stderr, "%s\n", batched.status().ToString().c_str());
+      return 1;
+    }
+    const auto unbatched_metrics = wisp::ModelFunctionMetricsFor(spec->name);
+    const auto batched_metrics = wisp::ModelFunctionMetricsFor(batching_spec->name);
+    std::printf("%-14s %-12s %6s %12s %10s %10s %10s %8s\n", c.name.c_str(), "batching", "conc",
+                "calls/s", "p50_us", "p99_us", "batch", "gain");
+    json batching = json::object();
+    for (int concurrency : {1, 8, 64}) {
+      const ConcurrentFigures off =
+          MeasureConcurrent(**instance, host, event, concurrency, seconds / 2, *unbatched_metrics);
+      const ConcurrentFigures on =
+          MeasureConcurrent(**batched, host, event, concurrency, seconds / 2, *batched_metrics);
+      if (off.failures + on.failures > 0) {
+        std::fprintf(stderr, "%zu concurrent calls failed\n", off.failures + on.failures);
+        return 1;
+      }
+      const double gain = on.calls_per_s / off.calls_per_s;
+      for (const auto& [label, f] : {std::pair{"off", off}, std::pair{"on", on}}) {
+        std::printf("%-14s %-12s %6d %12.0f %10.2f %10.2f %10.2f %8s\n", c.name.c_str(), label,
+                    concurrency, f.calls_per_s, f.p50_us, f.p99_us, f.mean_batch,
+                    std::string_view(label) == "on" ? fmt::format("{:.2f}x", gain).c_str() : "");
+      }
+      batching[fmt::format("c{}", concurrency)] = {
+          {"off", ToJson(off)}, {"on", ToJson(on)}, {"throughput_gain", gain}};
+    }
+    result[c.name]["batching"] = batching;
   }
   std::printf("RESULT %s\n", result.dump().c_str());
   return 0;
