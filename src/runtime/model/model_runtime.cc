@@ -429,13 +429,27 @@ class ModelInstance final : public Instance {
         return FunctionError(
             fmt::format("event field {} is missing or not an array", config_.array_field));
       }
-      row.reserve(values->size());
+      // The hot loop of large inputs (a 1024-number array costs a few microseconds): read each
+      // number by its stored type, into a row sized once.
+      row.resize(values->size());
+      float* out = row.data();
       for (const json& v : *values) {
-        if (!v.is_number()) {
-          return FunctionError(
-              fmt::format("event field {} holds a non-number", config_.array_field));
+        double x;
+        switch (v.type()) {
+          case json::value_t::number_float:
+            x = *v.get_ptr<const json::number_float_t*>();
+            break;
+          case json::value_t::number_integer:
+            x = static_cast<double>(*v.get_ptr<const json::number_integer_t*>());
+            break;
+          case json::value_t::number_unsigned:
+            x = static_cast<double>(*v.get_ptr<const json::number_unsigned_t*>());
+            break;
+          default:
+            return FunctionError(
+                fmt::format("event field {} holds a non-number", config_.array_field));
         }
-        row.push_back(Scaled(v.get<double>()));
+        *out++ = Scaled(x);
       }
     } else {
       row.reserve(config_.fields.size());
