@@ -716,6 +716,14 @@ int main(int argc, char** argv) {
       report("wisp_model_warm", "wisp model warm (invoke)", WispWarm(*wisp, f, warm_reps));
       std::this_thread::sleep_for(std::chrono::seconds(idle_check_s));
       result["wisp_model_instances_after_idle"] = SummaryField(*wisp, f.name, "instances");
+      // What the request path alone costs with this body: the node decodes a JSON body for any
+      // runtime before the call; the hello Lua handler then ignores it.
+      FunctionUnderTest control =
+          CodeFunction("cold-lua-body", "lua", "handler.lua", ReadFile(lua_path), "");
+      control.request = f.request;
+      Deploy(*wisp, control);
+      report("wisp_lua_warm_model_body", "wisp lua warm, the model's request body",
+             WispWarm(*wisp, control, warm_reps));
     }
   }
 
