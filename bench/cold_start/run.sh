@@ -112,7 +112,10 @@ fi
 port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')
 mkdir -p "$TMP/data"
 log "wispd --listen 127.0.0.1:$port --shards 1 --data $TMP/data"
-run_nice "$WISPD" --listen "127.0.0.1:$port" --data "$TMP/data" --shards 1 >"$TMP/wispd.log" 2>&1 &
+# nice directly, not run_nice: a backgrounded shell function is a subshell, and $! would be its
+# pid rather than wispd's, so the cleanup would leave wispd running.
+nice -n "$NICE" "$WISPD" --listen "127.0.0.1:$port" --data "$TMP/data" --shards 1 \
+  >"$TMP/wispd.log" 2>&1 &
 server_pid=$!
 for _ in $(seq 100); do
   curl -s -o /dev/null "http://127.0.0.1:$port/healthz" && break
