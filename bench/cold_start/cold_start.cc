@@ -1,9 +1,11 @@
 // bench/cold_start: time to the first reply from zero instances, and warm call latency, for a
-// Lua function and a Python process function run by wispd, against the bare cost of the same
-// program outside wisp:
+// Lua function, a Python process function and a model function run by wispd, against the bare
+// cost of the same program outside wisp:
 //   - Lua: luaL_newstate + open the libraries + load handler.lua + the first call of its handle;
 //   - Python: fork + exec of `python3 wisp_handler.py handler.py handle` on a socketpair (as
-//     wispd starts it), up to its reply to the first invoke frame (docs/process-protocol.md).
+//     wispd starts it), up to its reply to the first invoke frame (docs/process-protocol.md);
+//   - model: read the .onnx file + cv::dnn::readNetFromONNX + setInput + the first forward
+//     (OpenCV on one thread, as in wispd); warm = setInput + forward.
 // Each wisp cold repetition redeploys the function with scale.min 0 (a redeploy drops the old
 // instances, and min 0 starts none), then times one POST .../invoke on an open keep-alive
 // connection; the node's cold_starts counter must have gone up by one, or the run fails.
@@ -35,9 +37,12 @@
 #include <vector>
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <CLI/CLI.hpp>
 #include <lua.hpp>
 #include <nlohmann/json.hpp>
+#include <opencv2/core.hpp>
+#include <opencv2/dnn.hpp>
 
 #include "wisp/bundle.h"
 
@@ -220,20 +225,33 @@ struct WispTarget {
   std::string token;
 };
 
+// The request every code function gets, and what examples/hello and handler.py answer.
+constexpr const char* kCodeRequest = R"({"pump":"p1"})";
+constexpr const char* kHelloReply = "Hello from wisp\n";
+
 struct FunctionUnderTest {
-  std::string name;        // cold-lua, cold-py
-  std::string runtime;     // lua, process
-  std::string handler;     // handler.lua, handler.py
-  std::string code;        // the handler file's text
-  std::string reply;       // what a call must answer
-  std::string extra_yaml;  // more manifest keys
+  std::string name;                                 // cold-lua, cold-py, cold-model
+  wisp::Bundle bundle;                              // the function directory a deploy sends
+  std::string request;                              // the invoke body
+  std::string expected;                             // what a reply must be, for the error message
+  std::function<bool(const std::string&)> accepts;  // is this reply body right?
 };
 
-std::string ManifestFor(const FunctionUnderTest& f) {
-  return fmt::format(
+// A Lua or process function: one handler file and a manifest with scale.min 0.
+FunctionUnderTest CodeFunction(const std::string& name, const std::string& runtime,
+                               const std::string& handler, const std::string& code,
+                               const std::string& extra_yaml) {
+  FunctionUnderTest f;
+  f.name = name;
+  f.bundle.files["wisp.yaml"] = fmt::format(
       "version: 1\nfunctions:\n  {}:\n    runtime: {}\n    handler: ./{}:handle\n"
       "    scale: {{ min: 0, max: 1 }}\n    auth: public\n{}",
-      f.name, f.runtime, f.handler, f.extra_yaml);
+      name, runtime, handler, extra_yaml);
+  f.bundle.files[handler] = code;
+  f.request = kCodeRequest;
+  f.expected = kHelloReply;
+  f.accepts = [](const std::string& body) { return body == kHelloReply; };
+  return f;
 }
 
 // A counter of the function's summary (GET /v1/functions/NAME): cold_starts, instances.
@@ -251,23 +269,20 @@ int64_t ColdStarts(const WispTarget& wisp, const std::string& name) {
 }
 
 void Deploy(const WispTarget& wisp, const FunctionUnderTest& f) {
-  wisp::Bundle bundle;
-  bundle.files["wisp.yaml"] = ManifestFor(f);
-  bundle.files[f.handler] = f.code;
   HttpReply reply = wisp.http->Send(
-      "POST", "/v1/functions", wisp::EncodeBundle(bundle),
+      "POST", "/v1/functions", wisp::EncodeBundle(f.bundle),
       {{"Authorization", "Bearer " + wisp.token}, {"Content-Type", "application/cbor"}});
   if (reply.status != 201) Die(fmt::format("deploy {}: {} {}", f.name, reply.status, reply.body));
 }
 
 double InvokeMs(const WispTarget& wisp, const FunctionUnderTest& f) {
   const auto start = Clock::now();
-  HttpReply reply = wisp.http->Send("POST", "/v1/functions/" + f.name + "/invoke",
-                                    R"({"pump":"p1"})", {{"Content-Type", "application/json"}});
+  HttpReply reply = wisp.http->Send("POST", "/v1/functions/" + f.name + "/invoke", f.request,
+                                    {{"Content-Type", "application/json"}});
   const double ms = MsSince(start);
-  if (reply.status != 200 || reply.body != f.reply) {
-    Die(fmt::format("invoke {}: {} '{}' (expected 200 '{}')", f.name, reply.status, reply.body,
-                    f.reply));
+  if (reply.status != 200 || !f.accepts(reply.body)) {
+    Die(fmt::format("invoke {}: {} '{}' (expected 200 {})", f.name, reply.status, reply.body,
+                    f.expected));
   }
   return ms;
 }
@@ -456,13 +471,77 @@ std::string CallLua(const LuaHandler& h) {
   return out;
 }
 
+// --- bare model: OpenCV DNN on the model file -------------------------------------------------
+
+// The first numpy case of a model's expectation file (tests/data/models/NAME.expected.json):
+// its first input and first output.
+struct ModelCase {
+  std::string input_name, output_name;
+  std::vector<int> shape;
+  nlohmann::json input_json;  // the input's numbers, as the file has them
+  std::vector<float> input;
+  std::vector<float> expected;
+  double tolerance = 0;
+  int expected_class = 0;  // argmax of `expected`
+};
+
+ModelCase LoadModelCase(const std::string& path) {
+  auto doc = nlohmann::json::parse(ReadFile(path), nullptr, false);
+  if (!doc.is_object() || !doc.contains("cases") || doc["cases"].empty()) {
+    Die(path + ": no cases");
+  }
+  const nlohmann::json& first = doc["cases"][0];
+  if (first["inputs"].empty() || first["outputs"].empty()) Die(path + ": a case without tensors");
+  ModelCase c;
+  c.input_name = first["inputs"].begin().key();
+  c.output_name = first["outputs"].begin().key();
+  const nlohmann::json& input = first["inputs"].begin().value();
+  c.shape = input["shape"].get<std::vector<int>>();
+  c.input_json = input["data"];
+  c.input = input["data"].get<std::vector<float>>();
+  c.expected = first["outputs"].begin().value()["data"].get<std::vector<float>>();
+  if (c.expected.empty()) Die(path + ": an empty output");
+  c.tolerance = doc.value("tolerance", 1e-3);
+  c.expected_class =
+      static_cast<int>(std::max_element(c.expected.begin(), c.expected.end()) - c.expected.begin());
+  return c;
+}
+
+cv::dnn::Net BareLoadModel(const std::string& bytes) {
+  cv::dnn::Net net = cv::dnn::readNetFromONNX(bytes.data(), bytes.size());
+  if (net.empty()) Die("bare model: OpenCV read an empty network");
+  net.setPreferableBackend(cv::dnn::DNN_BACKEND_OPENCV);
+  net.setPreferableTarget(cv::dnn::DNN_TARGET_CPU);
+  return net;
+}
+
+// setInput + forward. The returned Mat may share the network's output buffer.
+cv::Mat BareForward(cv::dnn::Net& net, ModelCase& c) {
+  cv::Mat blob(static_cast<int>(c.shape.size()), c.shape.data(), CV_32F, c.input.data());
+  net.setInput(blob, c.input_name);
+  return net.forward(c.output_name);
+}
+
+void CheckBareOutput(const cv::Mat& out, const ModelCase& c) {
+  if (out.type() != CV_32F || out.total() != c.expected.size()) {
+    Die(fmt::format("bare model: {} outputs, numpy has {}", out.total(), c.expected.size()));
+  }
+  const float* got = out.ptr<float>();
+  for (size_t i = 0; i < c.expected.size(); ++i) {
+    if (std::abs(got[i] - c.expected[i]) > c.tolerance) {
+      Die(fmt::format("bare model: output {} is {}, numpy says {}", i, got[i], c.expected[i]));
+    }
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   CLI::App app{"bench/cold_start: cold and warm call latency, wisp against bare programs"};
   std::string url, token, root, python = "/usr/bin/python3";
   int cold_reps = 30, warm_reps = 2000, settle_ms = 100, idle_check_s = 5;
-  std::string targets = "lua python";
+  std::string targets = "lua python model";
+  std::string model_dir, model_expected, model_label = "model";
   app.add_option("--url", url, "wispd, e.g. http://127.0.0.1:8080 (empty: bare runs only)");
   app.add_option("--token", token, "wispd's control token");
   app.add_option("--root", root, "the wisp repository")->required();
@@ -472,14 +551,21 @@ int main(int argc, char** argv) {
   app.add_option("--idle-check-s", idle_check_s,
                  "after the warm run, wait this long and record the instances left");
   app.add_option("--python", python, "the Python interpreter");
-  app.add_option("--targets", targets, "\"lua python\" or one of them");
+  app.add_option("--targets", targets, "\"lua python model\" or some of them");
+  app.add_option("--model-dir", model_dir,
+                 "model target: a function directory deploying function cold-model "
+                 "(runtime: model, handler ./model.yaml, file ./model.onnx, input {field: NAME}, "
+                 "output {kind: argmax}, scale.min 0)");
+  app.add_option("--model-expected", model_expected,
+                 "model target: the model's numpy expectation file (its first case is the input)");
+  app.add_option("--model-label", model_label, "model target: the model's name, for the output");
   CLI11_PARSE(app, argc, argv);
   ::signal(SIGPIPE, SIG_IGN);
 
   const std::string lua_path = root + "/examples/hello/handler.lua";
   const std::string py_path = root + "/bench/cold_start/handler.py";
   const std::string helper = root + "/sdk/python/wisp_handler.py";
-  const std::string expected = "Hello from wisp\n";
+  const std::string expected = kHelloReply;
 
   std::optional<HttpConnection> http;
   std::optional<WispTarget> wisp;
@@ -535,7 +621,7 @@ int main(int argc, char** argv) {
     report("bare_lua_cold", "bare lua cold (newstate+load+call)", cold);
     report("bare_lua_warm", "bare lua warm (call)", warm);
     if (wisp) {
-      FunctionUnderTest f{"cold-lua", "lua", "handler.lua", ReadFile(lua_path), expected, ""};
+      FunctionUnderTest f = CodeFunction("cold-lua", "lua", "handler.lua", ReadFile(lua_path), "");
       fmt::print(stderr, "[cold_start] lua: wisp cold x{}, warm x{}\n", cold_reps, warm_reps);
       report("wisp_lua_cold", "wisp lua cold (deploy, 1st invoke)",
              WispCold(*wisp, f, cold_reps, settle_ms));
@@ -571,9 +657,8 @@ int main(int argc, char** argv) {
     report("bare_python_cold", "bare python cold (fork+exec+reply)", cold);
     report("bare_python_warm", "bare python warm (frame round trip)", warm);
     if (wisp) {
-      FunctionUnderTest f{"cold-py",    "process",
-                          "handler.py", ReadFile(py_path),
-                          expected,     "    limits: { memory: 128Mi, timeout: 5s }\n"};
+      FunctionUnderTest f = CodeFunction("cold-py", "process", "handler.py", ReadFile(py_path),
+                                         "    limits: { memory: 128Mi, timeout: 5s }\n");
       fmt::print(stderr, "[cold_start] python: wisp cold x{}, warm x{}\n", cold_reps, warm_reps);
       report("wisp_python_cold", "wisp python cold (deploy, 1st invoke)",
              WispCold(*wisp, f, cold_reps, settle_ms));
@@ -584,10 +669,70 @@ int main(int argc, char** argv) {
     }
   }
 
+  if (targets.find("model") != std::string::npos) {
+    if (model_dir.empty() || model_expected.empty()) {
+      Die("the model target needs --model-dir and --model-expected (run.sh passes them)");
+    }
+    const std::string model_path = model_dir + "/model.onnx";
+    ModelCase c = LoadModelCase(model_expected);
+    cv::setNumThreads(1);  // as wispd's OpenCV backend
+    fmt::print(stderr,
+               "[cold_start] model: {} ({} bytes, input {} [{}]), bare cold x{}, warm x{}\n",
+               model_label, fs::file_size(model_path), c.input_name, fmt::join(c.shape, "x"),
+               cold_reps, warm_reps);
+    std::vector<double> cold, warm;
+    for (int i = 0; i < cold_reps; ++i) {
+      const auto start = Clock::now();
+      cv::dnn::Net net = BareLoadModel(ReadFile(model_path));
+      const cv::Mat out = BareForward(net, c);
+      cold.push_back(MsSince(start));
+      CheckBareOutput(out, c);
+    }
+    cv::dnn::Net net = BareLoadModel(ReadFile(model_path));
+    for (int i = 0; i < warm_reps; ++i) {
+      const auto start = Clock::now();
+      const cv::Mat out = BareForward(net, c);
+      warm.push_back(MsSince(start));
+      if (i == 0) CheckBareOutput(out, c);
+    }
+    report("bare_model_cold", "bare model cold (read+readNet+forward)", cold);
+    report("bare_model_warm", "bare model warm (setInput+forward)", warm);
+    result["model"] = model_label;
+    if (wisp) {
+      FunctionUnderTest f;
+      f.name = "cold-model";
+      auto bundle = wisp::ReadBundleFromDirectory(model_dir);
+      if (!bundle.ok()) Die(model_dir + ": " + bundle.status().ToString());
+      f.bundle = std::move(*bundle);
+      f.request = nlohmann::json{{c.input_name, c.input_json}}.dump();
+      f.expected = fmt::format("an argmax reply with class {} (numpy)", c.expected_class);
+      f.accepts = [want = c.expected_class](const std::string& body) {
+        auto reply = nlohmann::json::parse(body, nullptr, false);
+        return reply.is_object() && reply.contains("class") && reply["class"] == want;
+      };
+      fmt::print(stderr, "[cold_start] model: wisp cold x{}, warm x{}\n", cold_reps, warm_reps);
+      report("wisp_model_cold", "wisp model cold (deploy, 1st invoke)",
+             WispCold(*wisp, f, cold_reps, settle_ms));
+      report("wisp_model_warm", "wisp model warm (invoke)", WispWarm(*wisp, f, warm_reps));
+      std::this_thread::sleep_for(std::chrono::seconds(idle_check_s));
+      result["wisp_model_instances_after_idle"] = SummaryField(*wisp, f.name, "instances");
+      // What the request path alone costs with this body: the node decodes a JSON body for any
+      // runtime before the call; the hello Lua handler then ignores it.
+      FunctionUnderTest control =
+          CodeFunction("cold-lua-body", "lua", "handler.lua", ReadFile(lua_path), "");
+      control.request = f.request;
+      Deploy(*wisp, control);
+      report("wisp_lua_warm_model_body", "wisp lua warm, the model's request body",
+             WispWarm(*wisp, control, warm_reps));
+    }
+  }
+
   result["ratio_lua_cold_p50"] = ratio("wisp_lua_cold", "bare_lua_cold");
   result["ratio_lua_warm_p50"] = ratio("wisp_lua_warm", "bare_lua_warm");
   result["ratio_python_cold_p50"] = ratio("wisp_python_cold", "bare_python_cold");
   result["ratio_python_warm_p50"] = ratio("wisp_python_warm", "bare_python_warm");
+  result["ratio_model_cold_p50"] = ratio("wisp_model_cold", "bare_model_cold");
+  result["ratio_model_warm_p50"] = ratio("wisp_model_warm", "bare_model_warm");
   result["cold_reps"] = cold_reps;
   result["idle_check_s"] = idle_check_s;
   result["warm_reps"] = warm_reps;
@@ -595,9 +740,12 @@ int main(int argc, char** argv) {
   fmt::print("{:<40} {:>6} {:>10} {:>10} {:>10} {:>10}\n", "MEASUREMENT (microseconds)", "N", "P50",
              "P90", "P99", "MEAN");
   for (const std::string& line : table) fmt::print("{}\n", line);
-  fmt::print("\nwisp/bare at p50: lua cold {}, lua warm {}, python cold {}, python warm {}\n",
-             result["ratio_lua_cold_p50"].dump(), result["ratio_lua_warm_p50"].dump(),
-             result["ratio_python_cold_p50"].dump(), result["ratio_python_warm_p50"].dump());
+  fmt::print(
+      "\nwisp/bare at p50: lua cold {}, lua warm {}, python cold {}, python warm {}, model ({}) "
+      "cold {}, model warm {}\n",
+      result["ratio_lua_cold_p50"].dump(), result["ratio_lua_warm_p50"].dump(),
+      result["ratio_python_cold_p50"].dump(), result["ratio_python_warm_p50"].dump(), model_label,
+      result["ratio_model_cold_p50"].dump(), result["ratio_model_warm_p50"].dump());
   fmt::print("RESULT {}\n", result.dump());
   return 0;
 }

@@ -1,18 +1,23 @@
 #!/usr/bin/env bash
 # Cold start: time to the first reply from zero instances and warm call latency, for a Lua
-# function (examples/hello/handler.lua) and a Python process function
-# (bench/cold_start/handler.py, a constant reply), through a real wispd, against the bare cost
-# of the same program outside wisp (LuaJIT newstate+load+first call; fork+exec of
-# `python3 sdk/python/wisp_handler.py handler.py handle` up to its first reply). The driver is
-# bench/cold_start/cold_start.cc; this script builds it and wispd (release preset), starts
-# wispd with one shard on a free port and a temporary data dir, runs the driver, stops wispd.
+# function (examples/hello/handler.lua), a Python process function (bench/cold_start/handler.py,
+# a constant reply) and a model function (runtime: model; by default the medium 1D-CNN
+# tests/data/models/cnn1d_medium.onnx, 94 kB, 3 conv layers, input x [1x8x128], argmax reply),
+# through a real wispd, against the bare cost of the same program outside wisp (LuaJIT
+# newstate+load+first call; fork+exec of `python3 sdk/python/wisp_handler.py handler.py handle`
+# up to its first reply; read the .onnx + OpenCV readNetFromONNX + setInput + first forward).
+# The driver is bench/cold_start/cold_start.cc; this script builds it and wispd (release
+# preset), writes the model function's directory in a temporary dir (wisp.yaml with scale.min 0,
+# model.yaml, model.onnx copied from tests/data/models), starts wispd with one shard on a free
+# port and a temporary data dir, runs the driver, stops wispd.
 # Run by hand, not in CI:
 #
 #   bench/cold_start/run.sh
 #   NICE=10 COLD=30 WARM=2000 bench/cold_start/run.sh
 #
 # Environment: COLD (30 cold repetitions per function), WARM (2000 warm calls), TARGETS
-# ("lua python"), SETTLE_MS (100: pause after each deploy, before timing), IDLE_CHECK_S (5: after
+# ("lua python model"), MODEL (cnn1d_medium: a model of tests/data/models with a NAME.onnx and a
+# NAME.expected.json whose first case is the call's input), SETTLE_MS (100: pause after each deploy, before timing), IDLE_CHECK_S (5: after
 # the warm run, wait and record the instances left), NICE (niceness for everything the bench
 # runs; the machine may be shared), BUILD (1: build the targets first; 0: use what is built),
 # WISPD / COLD_START (default build/release/...).
@@ -29,7 +34,8 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 COLD=${COLD:-30}
 WARM=${WARM:-2000}
-TARGETS=${TARGETS:-"lua python"}
+TARGETS=${TARGETS:-"lua python model"}
+MODEL=${MODEL:-cnn1d_medium}
 SETTLE_MS=${SETTLE_MS:-100}
 IDLE_CHECK_S=${IDLE_CHECK_S:-5}
 NICE=${NICE:-0}
@@ -75,10 +81,41 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
+# The model function, deployed from a directory as `wisp deploy DIR` would send it.
+model_args=()
+if [[ "$TARGETS" == *model* ]]; then
+  models="$ROOT/tests/data/models"
+  [[ -f "$models/$MODEL.onnx" && -f "$models/$MODEL.expected.json" ]] ||
+    die "$models/$MODEL.onnx or $MODEL.expected.json is missing (tools/models/make_models.py)"
+  input_name=$(python3 -c 'import json, sys; print(next(iter(json.load(open(sys.argv[1]))["cases"][0]["inputs"])))' \
+    "$models/$MODEL.expected.json")
+  fn="$TMP/model-fn"
+  mkdir -p "$fn"
+  cp "$models/$MODEL.onnx" "$fn/model.onnx"
+  cat >"$fn/wisp.yaml" <<EOF
+version: 1
+functions:
+  cold-model:
+    runtime: model
+    handler: ./model.yaml
+    scale: { min: 0, max: 1 }
+    auth: public
+EOF
+  cat >"$fn/model.yaml" <<EOF
+file: ./model.onnx
+input: { field: $input_name }
+output: { kind: argmax }
+EOF
+  model_args=(--model-dir "$fn" --model-expected "$models/$MODEL.expected.json" --model-label "$MODEL")
+fi
+
 port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')
 mkdir -p "$TMP/data"
 log "wispd --listen 127.0.0.1:$port --shards 1 --data $TMP/data"
-run_nice "$WISPD" --listen "127.0.0.1:$port" --data "$TMP/data" --shards 1 >"$TMP/wispd.log" 2>&1 &
+# nice directly, not run_nice: a backgrounded shell function is a subshell, and $! would be its
+# pid rather than wispd's, so the cleanup would leave wispd running.
+nice -n "$NICE" "$WISPD" --listen "127.0.0.1:$port" --data "$TMP/data" --shards 1 \
+  >"$TMP/wispd.log" 2>&1 &
 server_pid=$!
 for _ in $(seq 100); do
   curl -s -o /dev/null "http://127.0.0.1:$port/healthz" && break
@@ -90,7 +127,7 @@ curl -s -o /dev/null "http://127.0.0.1:$port/healthz" || die "wispd did not answ
 log "cold_start --cold $COLD --warm $WARM --targets '$TARGETS' (nice $NICE, $(nproc) cores)"
 run_nice "$COLD_START" --url "http://127.0.0.1:$port" --token "$(cat "$TMP/data/token")" \
   --root "$ROOT" --cold "$COLD" --warm "$WARM" --targets "$TARGETS" --settle-ms "$SETTLE_MS" \
-  --idle-check-s "$IDLE_CHECK_S" || {
+  --idle-check-s "$IDLE_CHECK_S" "${model_args[@]}" || {
   tail -20 "$TMP/wispd.log" >&2
   die "the driver failed (the last lines of the wispd log are above)"
 }
