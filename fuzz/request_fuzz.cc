@@ -1,5 +1,6 @@
 // Fuzzes what wispd does with the bytes of an HTTP request before a function runs: Beast's
-// request parser with the node's limits, routing, the bearer token and the JSON body decoder.
+// request parser with the node's limits, routing, the bearer token and the JSON and CBOR body
+// decoders.
 #include <utility>  // before Asio (Boost 1.74 + GCC 12 C++20)
 
 #include <boost/asio/buffer.hpp>
@@ -24,8 +25,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   wisp::Route route = wisp::RouteTarget(request.target());
   (void)wisp::QueryParam(route.query, "tail");
   (void)wisp::BearerToken(request[http::field::authorization]);
-  if (parser.is_done() && wisp::IsJsonContentType(request[http::field::content_type])) {
-    (void)wisp::DecodeJsonBody(request.body());
+  if (parser.is_done()) {
+    (void)wisp::DecodeInvokeBody(request[http::field::content_type], request.body());
   }
   return 0;
 }

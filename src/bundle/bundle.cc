@@ -4,6 +4,8 @@
 // out, and every path is checked before anything could use it to name a file on disk.
 
 #include "wisp/bundle.h"
+
+#include "common/cbor.h"
 #include "common/quote.h"
 
 #include <fcntl.h>
@@ -62,39 +64,6 @@ Status CheckFileSet(const Bundle& bundle) {
   }
   return Status::Ok();
 }
-
-// nlohmann's CBOR reader recurses once per nesting level, so hostile input like 100000 nested
-// one-element arrays would overflow the stack. This SAX pass runs first and stops at the first
-// container deeper than any bundle needs (the format has two levels: root map, files map); the
-// reader calls start_* before it recurses, so the pass itself stays shallow.
-class DepthLimit {
- public:
-  using number_integer_t = json::number_integer_t;
-  using number_unsigned_t = json::number_unsigned_t;
-  using number_float_t = json::number_float_t;
-  using string_t = json::string_t;
-  using binary_t = json::binary_t;
-  static constexpr int kMaxDepth = 4;
-
-  bool null() { return true; }
-  bool boolean(bool) { return true; }
-  bool number_integer(number_integer_t) { return true; }
-  bool number_unsigned(number_unsigned_t) { return true; }
-  bool number_float(number_float_t, const string_t&) { return true; }
-  bool string(string_t&) { return true; }
-  bool binary(binary_t&) { return true; }
-  bool key(string_t&) { return true; }
-  bool start_object(std::size_t) { return ++depth_ <= kMaxDepth; }
-  bool end_object() { return --depth_ >= 0; }
-  bool start_array(std::size_t) { return ++depth_ <= kMaxDepth; }
-  bool end_array() { return --depth_ >= 0; }
-  bool parse_error(std::size_t, const std::string&, const nlohmann::detail::exception&) {
-    return false;
-  }
-
- private:
-  int depth_ = 0;
-};
 
 Status TooManyFiles(std::size_t max_files) {
   return ResourceExhausted(fmt::format("bundle has more than {} files", max_files));
@@ -210,23 +179,12 @@ Result<Bundle> DecodeBundle(std::string_view cbor_bytes, const BundleLimits& lim
                               static_cast<std::uint64_t>(limits.max_files) * (kMaxPathLength + 32) +
                               64;
   if (cbor_bytes.size() > max_encoded) return TooManyBytes(limits.max_total_bytes);
-  try {
-    DepthLimit depth_limit;
-    if (!json::sax_parse(cbor_bytes.begin(), cbor_bytes.end(), &depth_limit,
-                         json::input_format_t::cbor, /*strict=*/true)) {
-      return InvalidArgument("bundle is not valid CBOR or is nested too deeply");
-    }
-    // Non-throwing form; duplicate map keys keep the last value (nlohmann's DOM behaviour),
-    // which is harmless since every key is validated.
-    json root = json::from_cbor(cbor_bytes.begin(), cbor_bytes.end(), /*strict=*/true,
-                                /*allow_exceptions=*/false);
-    if (root.is_discarded()) return InvalidArgument("bundle is not valid CBOR");
-    return DecodeParsed(root, limits);
-  } catch (const std::exception& e) {
-    return InvalidArgument(fmt::format("bundle is not valid CBOR: {}", e.what()));
-  } catch (...) {
-    return InvalidArgument("bundle is not valid CBOR");
-  }
+  // Two levels suffice (root map, files map): a deeper bundle is refused before it is built.
+  auto root = DecodeCbor(cbor_bytes, "bundle", /*max_depth=*/4);
+  if (!root.ok()) return root.status();
+  // Duplicate map keys keep the last value (nlohmann's DOM behaviour), which is harmless since
+  // every key is validated.
+  return DecodeParsed(*root, limits);
 }
 
 std::string EncodeBundle(const Bundle& bundle) {

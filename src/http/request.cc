@@ -4,6 +4,8 @@
 
 #include <fmt/format.h>
 
+#include "common/cbor.h"
+
 namespace wisp {
 
 Route RouteTarget(std::string_view target) {
@@ -80,16 +82,25 @@ std::string_view BearerToken(std::string_view authorization) {
   return token;
 }
 
-bool IsJsonContentType(std::string_view content_type) {
+namespace {
+// The media type of a Content-Type value, without parameters or trailing blanks.
+std::string_view MediaType(std::string_view content_type) {
   content_type = content_type.substr(0, content_type.find(';'));
   while (!content_type.empty() && content_type.back() == ' ') content_type.remove_suffix(1);
-  auto iequals = [](std::string_view a, std::string_view b) {
-    if (a.size() != b.size()) return false;
-    for (std::size_t i = 0; i < a.size(); ++i) {
-      if (std::tolower(static_cast<unsigned char>(a[i])) != b[i]) return false;
-    }
-    return true;
-  };
+  return content_type;
+}
+// Case-insensitive equality with a lower-case `b`.
+bool iequals(std::string_view a, std::string_view b) {
+  if (a.size() != b.size()) return false;
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    if (std::tolower(static_cast<unsigned char>(a[i])) != b[i]) return false;
+  }
+  return true;
+}
+}  // namespace
+
+bool IsJsonContentType(std::string_view content_type) {
+  content_type = MediaType(content_type);
   if (iequals(content_type, "application/json")) return true;
   return content_type.size() > 17 && iequals(content_type.substr(0, 12), "application/") &&
          iequals(content_type.substr(content_type.size() - 5), "+json");
@@ -147,6 +158,24 @@ Result<nlohmann::json> DecodeJsonBody(std::string_view body) {
     if (auto pos = what.find("] "); pos != std::string_view::npos) what.remove_prefix(pos + 2);
     return InvalidArgument(fmt::format("request body is not valid JSON: {}", what));
   }
+}
+
+bool IsCborContentType(std::string_view content_type) {
+  return iequals(MediaType(content_type), "application/cbor");
+}
+
+Result<std::optional<nlohmann::json>> DecodeInvokeBody(std::string_view content_type,
+                                                       std::string_view body) {
+  if (body.empty()) return std::optional<nlohmann::json>();
+  if (IsJsonContentType(content_type)) {
+    ASSIGN_OR_RETURN(nlohmann::json value, DecodeJsonBody(body));
+    return std::optional<nlohmann::json>(std::move(value));
+  }
+  if (IsCborContentType(content_type)) {
+    ASSIGN_OR_RETURN(nlohmann::json value, DecodeCbor(body, "request body"));
+    return std::optional<nlohmann::json>(std::move(value));
+  }
+  return std::optional<nlohmann::json>();
 }
 
 std::string_view QueryParam(std::string_view query, std::string_view key) {

@@ -4,6 +4,7 @@
 // Thread safety: pure functions.
 #pragma once
 
+#include <optional>
 #include <string_view>
 
 #include <nlohmann/json.hpp>
@@ -54,6 +55,15 @@ inline constexpr int kMaxJsonDepth = 64;
 // Parses a JSON body. InvalidArgument with the position and reason when it does not parse or
 // nests too deep.
 Result<nlohmann::json> DecodeJsonBody(std::string_view body);
+
+// True when `content_type` names CBOR (application/cbor; parameters ignored).
+bool IsCborContentType(std::string_view content_type);
+
+// The decoded body of an invoke: JSON or CBOR by content type (CBOR through common/cbor.h, with
+// the same depth bound), nullopt for an empty body or any other type (the function gets the
+// bytes). InvalidArgument, saying what is wrong, for a body that does not decode.
+Result<std::optional<nlohmann::json>> DecodeInvokeBody(std::string_view content_type,
+                                                       std::string_view body);
 
 // Value of `key` in an undecoded query string ("tail=10&x=y"); empty if absent. No
 // percent-decoding: the keys and values used by the API are plain.

@@ -248,14 +248,14 @@ void Shard::HandleInvoke(const Route& route, HttpRequest& request, HttpResponse&
   event.headers = call->headers;
   event.body = request.body();
 
-  if (!event.body.empty() && IsJsonContentType(event.content_type)) {
-    auto parsed = DecodeJsonBody(event.body);
-    if (!parsed.ok()) {
-      CountFailure(*sf, event, parsed.status());
-      SetErrorResponse(parsed.status(), response);
-      return done();
-    }
-    call->decoded.emplace(std::move(*parsed));
+  auto decoded = DecodeInvokeBody(event.content_type, event.body);
+  if (!decoded.ok()) {
+    CountFailure(*sf, event, decoded.status());
+    SetErrorResponse(decoded.status(), response);
+    return done();
+  }
+  if (*decoded) {
+    call->decoded = std::move(*decoded);
     event.json = &*call->decoded;
   }
   call->target = sf->instances;
@@ -411,11 +411,9 @@ void Shard::HandleInvokeAsync(const Route& route, HttpRequest& request, HttpResp
     }
     async.headers.emplace_back(std::string(name), std::string(field.value()));
   }
-  if (!async.body.empty() && IsJsonContentType(async.content_type)) {
-    // A body that cannot run is refused now rather than failing later where nobody sees it.
-    if (auto parsed = DecodeJsonBody(async.body); !parsed.ok()) {
-      return SetErrorResponse(parsed.status(), response);
-    }
+  // A body that cannot run is refused now rather than failing later where nobody sees it.
+  if (auto decoded = DecodeInvokeBody(async.content_type, async.body); !decoded.ok()) {
+    return SetErrorResponse(decoded.status(), response);
   }
   auto id = services_.async_calls->Accept(async);
   if (!id.ok()) {

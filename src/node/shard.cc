@@ -1,5 +1,7 @@
 #include "node/shard.h"
 
+#include "common/cbor.h"
+
 #include "common/quote.h"
 
 #include <fmt/format.h>
@@ -419,12 +421,11 @@ void Shard::DeliverMqtt(const std::string& function, std::size_t trigger,
     // the handler gets the bytes as they came
   } else if (format == "cbor" ||
              (format.empty() && delivery.content_type.starts_with("application/cbor"))) {
-    auto value = nlohmann::json::from_cbor(delivery.payload, /*strict=*/true,
-                                           /*allow_exceptions=*/false);
-    if (value.is_discarded())
-      bad_payload = InvalidArgument("payload is not valid CBOR");
+    auto value = DecodeCbor(delivery.payload);
+    if (!value.ok())
+      bad_payload = value.status();
     else
-      decoded.emplace(std::move(value));
+      decoded.emplace(std::move(*value));
   } else if (format == "json" || IsJsonContentType(delivery.content_type) ||
              (delivery.content_type.empty() && LooksLikeJson(delivery.payload))) {
     auto parsed = DecodeJsonBody(delivery.payload);
@@ -644,14 +645,11 @@ void Shard::RunAsync(const AsyncCall& call) {
     event.body = request.body;
     std::optional<nlohmann::json> decoded;
     Status bad_body;
-    if (!event.body.empty() && IsJsonContentType(event.content_type)) {
-      auto parsed = DecodeJsonBody(event.body);
-      if (parsed.ok()) {
-        decoded.emplace(std::move(*parsed));
-        event.json = &*decoded;
-      } else {
-        bad_body = parsed.status();
-      }
+    if (auto parsed = DecodeInvokeBody(event.content_type, event.body); !parsed.ok()) {
+      bad_body = parsed.status();
+    } else if (*parsed) {
+      decoded = std::move(*parsed);
+      event.json = &*decoded;
     }
     if (!bad_body.ok()) {
       CountFailure(*sf, event, bad_body);

@@ -67,12 +67,24 @@ functions:
       EXPECT_NEAR(got[0][k].get<double>(), want[k], 1e-4) << "client " << i << ": " << got;
     }
   }
+  // The same event as CBOR (issue 5: fields of a JSON or CBOR event) gets the same answer.
+  std::string cbor;
+  json::to_cbor(json{{"x", expected["cases"][0]["inputs"]["x"]["data"]}}, cbor);
+  auto cbor_reply = node.Request("POST", "/v1/functions/mlp-batched/invoke", cbor,
+                                 {{"Content-Type", "application/cbor"}});
+  ASSERT_TRUE(cbor_reply.ok());
+  ASSERT_EQ(cbor_reply->status, 200) << cbor_reply->body;
+  const auto want = expected["cases"][0]["outputs"]["y"]["data"].get<std::vector<double>>();
+  const json got = json::parse(cbor_reply->body)["outputs"]["y"][0];
+  ASSERT_EQ(got.size(), want.size()) << got;
+  for (std::size_t k = 0; k < want.size(); ++k) EXPECT_NEAR(got[k].get<double>(), want[k], 1e-4);
+
   auto metrics = node.Request("GET", "/metrics");
   ASSERT_TRUE(metrics.ok());
   const auto runs = FindMetric(metrics->body, "wisp_model_runs_total", "mlp-batched");
   const auto rows = FindMetric(metrics->body, "wisp_model_inferences_total", "mlp-batched");
   ASSERT_TRUE(runs && rows) << metrics->body;
-  EXPECT_GE(*rows, kClients);
+  EXPECT_GE(*rows, kClients + 1);
   EXPECT_LT(*runs, *rows) << "no two calls shared a run";
   if (HasFailure()) std::cerr << "---- wispd log ----\n" << node.Log() << "\n";
 }

@@ -109,15 +109,21 @@ TEST_F(MqttTriggerTest, CborPayloadsAreDecodedByContentType) {
 TEST_F(MqttTriggerTest, MalformedPayloadsGoToTheDeadLetterRecord) {
   ASSERT_TRUE(client_->Publish("plant/c/pump/1", R"({"vibration": )", 1, false).ok());
   ASSERT_TRUE(client_->Publish("plant/c/pump/2", "\xff\x00", 1, false, "application/cbor").ok());
+  // 200,000 nested CBOR arrays: once a stack overflow in the decoder, now a dead letter.
+  std::string deep(200000, '\x81');
+  deep.push_back('\x00');
+  ASSERT_TRUE(client_->Publish("plant/c/pump/4", deep, 1, false, "application/cbor").ok());
   ASSERT_TRUE(WaitUntil([&] {
     const std::string logs = Logs();
     return logs.find("dead letter from plant/c/pump/1") != std::string::npos &&
-           logs.find("dead letter from plant/c/pump/2") != std::string::npos;
+           logs.find("dead letter from plant/c/pump/2") != std::string::npos &&
+           logs.find("dead letter from plant/c/pump/4") != std::string::npos;
   })) << Logs();
   EXPECT_NE(Logs().find("not valid JSON"), std::string::npos);
+  EXPECT_NE(Logs().find("nests CBOR deeper than 64 levels"), std::string::npos) << Logs();
   auto metrics = node_->Request("GET", "/metrics");
   ASSERT_TRUE(metrics.ok());
-  EXPECT_NE(metrics->body.find("wisp_function_dead_letters_total{function=\"vibration\"} 2"),
+  EXPECT_NE(metrics->body.find("wisp_function_dead_letters_total{function=\"vibration\"} 3"),
             std::string::npos);
   // The node keeps serving: a good reading still gets its alert.
   ASSERT_TRUE(client_->Publish("plant/c/pump/3", R"({"vibration": 9})", 1, false).ok());

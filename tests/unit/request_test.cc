@@ -1,6 +1,7 @@
 #include "http/request.h"
 
 #include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
 
 #include <string>
 
@@ -102,6 +103,56 @@ TEST(QueryParamTest, FindsKeys) {
   EXPECT_EQ(QueryParam("a=1&b=2&c", "c"), "");
   EXPECT_EQ(QueryParam("a=1", "z"), "");
   EXPECT_EQ(QueryParam("", "a"), "");
+}
+
+TEST(DecodeInvokeBodyTest, DecodesJsonAndCborByContentTypeAndLeavesTheRest) {
+  auto json_body = DecodeInvokeBody("application/json; charset=utf-8", R"({"a":1})");
+  ASSERT_TRUE(json_body.ok() && *json_body);
+  EXPECT_EQ((**json_body)["a"], 1);
+
+  const nlohmann::json value = {{"pump", "p1"}, {"x", {1.5, -2, 3}}};
+  std::string cbor;
+  nlohmann::json::to_cbor(value, cbor);
+  auto cbor_body = DecodeInvokeBody("Application/CBOR", cbor);
+  ASSERT_TRUE(cbor_body.ok() && *cbor_body) << cbor_body.status().ToString();
+  EXPECT_EQ(**cbor_body, value);
+
+  auto text = DecodeInvokeBody("text/plain", "hello");
+  ASSERT_TRUE(text.ok());
+  EXPECT_FALSE(*text);
+  auto empty = DecodeInvokeBody("application/cbor", "");
+  ASSERT_TRUE(empty.ok());
+  EXPECT_FALSE(*empty);
+}
+
+TEST(DecodeInvokeBodyTest, BadCborIsAnErrorThatSaysSo) {
+  std::string cbor;
+  nlohmann::json::to_cbor(nlohmann::json{{"a", "some text"}}, cbor);
+  auto truncated = DecodeInvokeBody("application/cbor", cbor.substr(0, cbor.size() - 3));
+  ASSERT_FALSE(truncated.ok());
+  EXPECT_EQ(truncated.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(truncated.status().message().find("request body is not valid CBOR"), std::string::npos)
+      << truncated.status().message();
+  auto trailing = DecodeInvokeBody("application/cbor", cbor + "x");
+  EXPECT_FALSE(trailing.ok());
+  // An array length no memory could hold.
+  auto huge =
+      DecodeInvokeBody("application/cbor", std::string("\x9b\xff\xff\xff\xff\xff\xff\xff\xff", 9));
+  EXPECT_FALSE(huge.ok());
+}
+
+// 200,000 nested one-element arrays overflowed the stack in nlohmann's recursive CBOR reader
+// (an MQTT payload could take wispd down); the depth pass refuses them first.
+TEST(DecodeInvokeBodyTest, DeepCborNestingIsRefusedWithoutRecursing) {
+  std::string deep(200000, '\x81');
+  deep.push_back('\x00');
+  auto refused = DecodeInvokeBody("application/cbor", deep);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_NE(refused.status().message().find("deeper than 64"), std::string::npos)
+      << refused.status().message();
+  std::string shallow(10, '\x81');
+  shallow.push_back('\x00');
+  EXPECT_TRUE(DecodeInvokeBody("application/cbor", shallow).ok());
 }
 
 }  // namespace
