@@ -5,6 +5,8 @@
 
 #include <fmt/format.h>
 
+#include "common/utf8.h"
+
 namespace wisp {
 namespace {
 
@@ -26,9 +28,9 @@ class DepthLimit {
   bool number_integer(number_integer_t) { return true; }
   bool number_unsigned(number_unsigned_t) { return true; }
   bool number_float(number_float_t, const string_t&) { return true; }
-  bool string(string_t&) { return true; }
+  bool string(string_t& s) { return Text(s); }
   bool binary(binary_t&) { return true; }
-  bool key(string_t&) { return true; }
+  bool key(string_t& s) { return Text(s); }
   bool start_object(std::size_t) { return Enter(); }
   bool end_object() { return --depth_ >= 0; }
   bool start_array(std::size_t) { return Enter(); }
@@ -37,8 +39,16 @@ class DepthLimit {
     return false;
   }
   bool too_deep() const { return too_deep_; }
+  bool bad_text() const { return bad_text_; }
 
  private:
+  // CBOR text must be UTF-8 (RFC 8949, 3.1); nlohmann keeps any bytes and then throws when the
+  // value is written out as JSON, far from here.
+  bool Text(const string_t& s) {
+    if (IsValidUtf8(s)) return true;
+    bad_text_ = true;
+    return false;
+  }
   bool Enter() {
     if (++depth_ <= max_depth_) return true;
     too_deep_ = true;
@@ -47,6 +57,7 @@ class DepthLimit {
   int max_depth_;
   int depth_ = 0;
   bool too_deep_ = false;
+  bool bad_text_ = false;
 };
 
 }  // namespace
@@ -59,6 +70,10 @@ Result<json> DecodeCbor(std::string_view bytes, std::string_view what, int max_d
                          /*strict=*/true)) {
       if (limit.too_deep()) {
         return InvalidArgument(fmt::format("{} nests CBOR deeper than {} levels", what, max_depth));
+      }
+      if (limit.bad_text()) {
+        return InvalidArgument(
+            fmt::format("{} is not valid CBOR: a text string is not UTF-8", what));
       }
       return invalid;
     }

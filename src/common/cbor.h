@@ -5,9 +5,12 @@
 // walks the bytes with a SAX pass that refuses containers nested deeper than `max_depth` (the
 // reader calls start_* before it recurses, so that pass stays shallow), then builds the value.
 //
+// Text strings must be UTF-8, as RFC 8949 requires: nlohmann would keep other bytes and throw
+// later, when the value is written out as JSON.
+//
 // Errors: InvalidArgument "<what> is not valid CBOR" (truncated, trailing bytes, a tag, an
-// impossible length) or "<what> nests CBOR deeper than N levels". No exception escapes.
-// Thread safety: a pure function.
+// impossible length, text that is not UTF-8) or "<what> nests CBOR deeper than N levels". No
+// exception escapes. Thread safety: a pure function.
 #pragma once
 
 #include <string_view>

@@ -139,6 +139,12 @@ TEST(DecodeInvokeBodyTest, BadCborIsAnErrorThatSaysSo) {
   auto huge =
       DecodeInvokeBody("application/cbor", std::string("\x9b\xff\xff\xff\xff\xff\xff\xff\xff", 9));
   EXPECT_FALSE(huge.ok());
+  // Text that is not UTF-8 (found by cbor_payload_fuzz: nlohmann keeps it, then throws when
+  // the event is written out as JSON).
+  auto latin1 = DecodeInvokeBody("application/cbor", std::string("\xa1\x61k\x62\xfb\x40", 6));
+  ASSERT_FALSE(latin1.ok());
+  EXPECT_NE(latin1.status().message().find("UTF-8"), std::string::npos)
+      << latin1.status().message();
 }
 
 // 200,000 nested one-element arrays overflowed the stack in nlohmann's recursive CBOR reader
