@@ -57,6 +57,11 @@ class Exchange : public std::enable_shared_from_this<Exchange> {
 
  private:
   void Begin() {
+    // The deadline counts from the call: a request that waited for `io` past it is not sent.
+    if (std::chrono::steady_clock::now() >= deadline_) {
+      Finish(http_internal::DeadlineFailure(url_, timeout_));
+      return;
+    }
     boost::system::error_code not_numeric;
     const auto address = asio::ip::make_address(url_.host, not_numeric);
     if (!not_numeric) {

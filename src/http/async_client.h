@@ -51,7 +51,8 @@ using HttpDoneCallback = std::function<void(Result<HttpResponse>)>;
 // whole reply or a Status. `target` starts with '/' and may carry a query; it goes after
 // url.base_path. Content-Length comes from `body` (left out for a body-less GET/HEAD).
 // `timeout` covers the whole exchange, counted from this call (time spent waiting for `io` to
-// start the work counts too). `done` must be callable and should not throw.
+// start the work counts too; a request that waited past its deadline is not sent).
+// `done` must be callable and should not throw.
 void AsyncHttpRequest(boost::asio::io_context& io, const Url& url, std::string method,
                       std::string target, std::string body, HttpHeaders headers,
                       std::chrono::milliseconds timeout, HttpDoneCallback done);

@@ -189,6 +189,21 @@ TEST(AsyncHttpClientTest, SilentServerIsDeadlineExceeded) {
   EXPECT_EQ(server.silent_requests(), 1);  // the request did reach the server
 }
 
+// The deadline counts from the call, so a request whose deadline passed before `io` started it
+// is not sent (a zero timeout has always passed by then).
+TEST(AsyncHttpClientTest, DeadlinePassedBeforeTheStartIsDeadlineExceeded) {
+  LoopbackServer server;
+  for (std::string host : {"127.0.0.1", "localhost"}) {
+    Url url = server.url();
+    url.host = host;
+    auto outcome = RunRequest(url, "GET", "/echo", "", {}, milliseconds(0));
+    ASSERT_EQ(outcome.calls, 1) << host;
+    ASSERT_FALSE(outcome.result->ok()) << host;
+    EXPECT_EQ(outcome.result->status().code(), StatusCode::kDeadlineExceeded)
+        << outcome.result->status().ToString();
+  }
+}
+
 TEST(AsyncHttpClientTest, OversizedReplyIsResourceExhausted) {
   LoopbackServer server;
   auto outcome = RunRequest(server.url(), "GET", "/huge");
