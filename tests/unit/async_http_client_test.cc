@@ -38,6 +38,8 @@ using std::chrono::milliseconds;
 //   /silent      reads the request and never answers; keeps the connection open until the end
 //   /huge        announces a body one byte over kMaxReplyBodyBytes, then sends a few bytes
 //   /enormous    the same with 1 TiB announced
+//   /truncated   announces 100 bytes, sends 13 and closes
+//   /garbage     answers with bytes that are not HTTP
 //   anything else  200, body "METHOD TARGET\nBODY", X-Echo = the request's X-Test header
 class LoopbackServer {
  public:
@@ -89,11 +91,17 @@ class LoopbackServer {
       boost::system::error_code ignored;
       session->socket.shutdown(tcp::socket::shutdown_send, ignored);
     };
-    if (target == "/huge" || target == "/enormous") {
-      const std::uint64_t announced =
-          target == "/huge" ? kMaxReplyBodyBytes + 1 : std::uint64_t{1} << 40;
+    if (target == "/huge" || target == "/enormous" || target == "/truncated") {
+      const std::uint64_t announced = target == "/huge"       ? kMaxReplyBodyBytes + 1
+                                      : target == "/enormous" ? std::uint64_t{1} << 40
+                                                              : 100;
       session->raw = "HTTP/1.1 200 OK\r\nContent-Length: " + std::to_string(announced) +
                      "\r\n\r\nnot all of it";
+      asio::async_write(session->socket, asio::buffer(session->raw), closed);
+      return;
+    }
+    if (target == "/garbage") {
+      session->raw = "this is not HTTP\r\n\r\n";
       asio::async_write(session->socket, asio::buffer(session->raw), closed);
       return;
     }
@@ -226,6 +234,24 @@ TEST(AsyncHttpClientTest, EnormousAnnouncedReplyIsResourceExhaustedInBothClients
   ASSERT_FALSE(blocking.ok());
   EXPECT_EQ(blocking.status().code(), StatusCode::kResourceExhausted)
       << blocking.status().ToString();
+}
+
+TEST(AsyncHttpClientTest, BrokenRepliesAreIoErrorsInBothClients) {
+  LoopbackServer server;
+  for (auto [target, says] : std::vector<std::pair<std::string, std::string>>{
+           {"/truncated", "connection closed before the reply was complete"},
+           {"/garbage", "the reply is not valid HTTP"}}) {
+    auto outcome = RunRequest(server.url(), "GET", target);
+    ASSERT_EQ(outcome.calls, 1) << target;
+    ASSERT_FALSE(outcome.result->ok()) << target;
+    EXPECT_EQ(outcome.result->status().code(), StatusCode::kIoError)
+        << outcome.result->status().ToString();
+    EXPECT_NE(outcome.result->status().message().find(says), std::string::npos)
+        << outcome.result->status().ToString();
+    auto blocking = HttpRequest(server.url(), "GET", target);
+    ASSERT_FALSE(blocking.ok()) << target;
+    EXPECT_EQ(outcome.result->status().ToString(), blocking.status().ToString());
+  }
 }
 
 TEST(AsyncHttpClientTest, HeadReplyHasNoBody) {
