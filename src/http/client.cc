@@ -22,6 +22,8 @@
 #include <charconv>
 #include <string>
 
+#include "http/client_internal.h"
+
 namespace wisp {
 namespace {
 
@@ -35,11 +37,6 @@ std::string Lower(std::string_view s) {
   std::transform(out.begin(), out.end(), out.begin(),
                  [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
   return out;
-}
-
-std::string HostPort(const Url& url) {
-  std::string host = url.host.find(':') == std::string::npos ? url.host : "[" + url.host + "]";
-  return host + ":" + std::to_string(url.port);
 }
 
 // RFC 9110 token characters: what a method or a header name may hold.
@@ -69,6 +66,95 @@ std::string Seconds(std::chrono::milliseconds timeout) {
 }
 
 }  // namespace
+
+namespace http_internal {
+
+std::string HostPort(const Url& url) {
+  std::string host = url.host.find(':') == std::string::npos ? url.host : "[" + url.host + "]";
+  return host + ":" + std::to_string(url.port);
+}
+
+Result<BeastRequest> BuildRequest(const Url& url, std::string_view method, std::string_view target,
+                                  std::string body, const HttpHeaders& headers) {
+  if (!IsToken(method)) {
+    return InvalidArgument("'" + std::string(method) + "' is not an HTTP method");
+  }
+  if (target.empty() || target.front() != '/' ||
+      target.find_first_of(std::string_view(" \r\n\0", 4)) != std::string_view::npos) {
+    return InvalidArgument("request target '" + std::string(target) +
+                           "' must start with '/' and hold no spaces or line breaks");
+  }
+
+  BeastRequest request;
+  request.version(11);
+  request.method_string({method.data(), method.size()});
+  request.target(url.base_path + std::string(target));
+  request.set(http::field::host, HostPort(url));
+  request.set(http::field::user_agent, "wisp-client");
+  request.set(http::field::connection, "close");
+  for (const auto& [name, value] : headers) {
+    if (!IsToken(name) || HasLineBreakOrNul(value)) {
+      return InvalidArgument("bad header '" + name + "': names are tokens, values one line");
+    }
+    request.set(name, value);
+  }
+  request.body() = std::move(body);
+  request.prepare_payload();
+  return request;
+}
+
+void PrepareReplyParser(const BeastRequest& request, BeastReplyParser& parser) {
+  parser.body_limit(kMaxReplyBodyBytes);
+  // A reply to HEAD announces a Content-Length but carries no body.
+  if (request.method() == http::verb::head) parser.skip(true);
+}
+
+Status DeadlineFailure(const Url& url, std::chrono::milliseconds timeout) {
+  return DeadlineExceeded(url.ToString() + ": no complete reply within " + Seconds(timeout));
+}
+
+Status TransportFailure(const Url& url, Stage stage, const boost::system::error_code& failure,
+                        std::chrono::milliseconds timeout) {
+  if (failure == beast::error::timeout) return DeadlineFailure(url, timeout);
+  const std::string where = url.ToString();
+  switch (stage) {
+    case Stage::kResolve:
+      return Unavailable(where + ": cannot resolve host '" + url.host + "': " + Describe(failure));
+    case Stage::kConnect:
+      return Unavailable(where + ": " + Describe(failure));
+    case Stage::kSend:
+      return IoError(where + ": connection lost while sending the request: " + Describe(failure));
+    case Stage::kReceive:
+      if (failure == http::error::body_limit) {
+        return ResourceExhausted(where + ": reply body larger than " +
+                                 std::to_string(kMaxReplyBodyBytes >> 20) + " MiB");
+      }
+      if (failure.category() == http::make_error_code(http::error::bad_version).category() &&
+          failure != http::error::end_of_stream && failure != http::error::partial_message) {
+        return IoError(where + ": the reply is not valid HTTP: " + Describe(failure));
+      }
+      return IoError(where +
+                     ": connection closed before the reply was complete: " + Describe(failure));
+    case Stage::kDone:
+      break;
+  }
+  return Internal(where + ": exchange reported as failed after it completed");
+}
+
+HttpResponse TakeReply(BeastReplyParser& parser) {
+  auto& message = parser.get();
+  HttpResponse response;
+  response.status = static_cast<int>(message.result_int());
+  for (const auto& field : message) {
+    response.headers.emplace_back(std::string(field.name_string()), std::string(field.value()));
+  }
+  response.body = std::move(message.body());
+  return response;
+}
+
+}  // namespace http_internal
+
+using http_internal::HostPort;
 
 std::string Url::ToString() const { return "http://" + HostPort(*this) + base_path; }
 
@@ -178,44 +264,19 @@ Result<HttpResponse> HttpRequest(const std::string& url_base, std::string_view m
 Result<HttpResponse> HttpRequest(const Url& url, std::string_view method, std::string_view target,
                                  std::string_view body, const HttpHeaders& headers,
                                  std::chrono::milliseconds timeout) {
-  const std::string where = url.ToString();
-  if (!IsToken(method)) {
-    return InvalidArgument("'" + std::string(method) + "' is not an HTTP method");
-  }
-  if (target.empty() || target.front() != '/' ||
-      target.find_first_of(std::string_view(" \r\n\0", 4)) != std::string_view::npos) {
-    return InvalidArgument("request target '" + std::string(target) +
-                           "' must start with '/' and hold no spaces or line breaks");
-  }
-
-  http::request<http::string_body> request;
-  request.version(11);
-  request.method_string({method.data(), method.size()});
-  request.target(url.base_path + std::string(target));
-  request.set(http::field::host, HostPort(url));
-  request.set(http::field::user_agent, "wisp-client");
-  request.set(http::field::connection, "close");
-  for (const auto& [name, value] : headers) {
-    if (!IsToken(name) || HasLineBreakOrNul(value)) {
-      return InvalidArgument("bad header '" + name + "': names are tokens, values one line");
-    }
-    request.set(name, value);
-  }
-  request.body() = std::string(body);
-  request.prepare_payload();
+  using http_internal::Stage;
+  ASSIGN_OR_RETURN(http_internal::BeastRequest request,
+                   http_internal::BuildRequest(url, method, target, std::string(body), headers));
 
   asio::io_context io;
   tcp::resolver resolver(io);
   beast::tcp_stream stream(io);
   beast::flat_buffer buffer;
-  http::response_parser<http::string_body> parser;
-  parser.body_limit(kMaxReplyBodyBytes);
-  // A reply to HEAD announces a Content-Length but carries no body.
-  if (request.method() == http::verb::head) parser.skip(true);
+  http_internal::BeastReplyParser parser;
+  http_internal::PrepareReplyParser(request, parser);
   const auto deadline = std::chrono::steady_clock::now() + timeout;
 
   // Each step records how it ended; the first failure stops the chain.
-  enum class Stage { kResolve, kConnect, kSend, kReceive, kDone };
   Stage stage = Stage::kResolve;
   boost::system::error_code failure;
 
@@ -238,12 +299,19 @@ Result<HttpResponse> HttpRequest(const Url& url, std::string_view method, std::s
           return;
         }
         stage = Stage::kReceive;
-        http::async_read(stream, buffer, parser, [&](auto ec, std::size_t) {
+        // The header alone first: see http_internal::PrepareReplyParser.
+        http::async_read_header(stream, buffer, parser, [&](auto ec, std::size_t) {
           if (ec) {
             failure = ec;
             return;
           }
-          stage = Stage::kDone;
+          http::async_read(stream, buffer, parser, [&](auto ec, std::size_t) {
+            if (ec) {
+              failure = ec;
+              return;
+            }
+            stage = Stage::kDone;
+          });
         });
       });
     });
@@ -251,45 +319,15 @@ Result<HttpResponse> HttpRequest(const Url& url, std::string_view method, std::s
   // tcp_stream enforces the deadline on connect, send and receive; run_until bounds name
   // resolution too, which has no timeout of its own.
   io.run_until(deadline);
-  const bool timed_out = stage != Stage::kDone && !failure;
-  if (timed_out || failure == beast::error::timeout) {
+  if (stage != Stage::kDone && !failure) {
     resolver.cancel();
     stream.close();
     io.restart();
     io.run();  // lets the cancelled handlers finish before their captures go away
-    return DeadlineExceeded(where + ": no complete reply within " + Seconds(timeout));
+    return http_internal::DeadlineFailure(url, timeout);
   }
-
-  switch (stage) {
-    case Stage::kResolve:
-      return Unavailable(where + ": cannot resolve host '" + url.host + "': " + Describe(failure));
-    case Stage::kConnect:
-      return Unavailable(where + ": " + Describe(failure));
-    case Stage::kSend:
-      return IoError(where + ": connection lost while sending the request: " + Describe(failure));
-    case Stage::kReceive:
-      if (failure == http::error::body_limit) {
-        return ResourceExhausted(where + ": reply body larger than " +
-                                 std::to_string(kMaxReplyBodyBytes >> 20) + " MiB");
-      }
-      if (failure.category() == http::make_error_code(http::error::bad_version).category() &&
-          failure != http::error::end_of_stream && failure != http::error::partial_message) {
-        return IoError(where + ": the reply is not valid HTTP: " + Describe(failure));
-      }
-      return IoError(where +
-                     ": connection closed before the reply was complete: " + Describe(failure));
-    case Stage::kDone:
-      break;
-  }
-
-  auto& message = parser.get();
-  HttpResponse response;
-  response.status = static_cast<int>(message.result_int());
-  for (const auto& field : message) {
-    response.headers.emplace_back(std::string(field.name_string()), std::string(field.value()));
-  }
-  response.body = std::move(message.body());
-  return response;
+  if (stage != Stage::kDone) return http_internal::TransportFailure(url, stage, failure, timeout);
+  return http_internal::TakeReply(parser);
 }
 
 }  // namespace wisp
