@@ -7,98 +7,16 @@
 
 #include <fmt/format.h>
 
+#include "inference/protobuf_wire.h"
+
 namespace wisp {
 namespace {
 
-// Protobuf wire types.
-constexpr int kVarint = 0;
-constexpr int kFixed64 = 1;
-constexpr int kLengthDelimited = 2;
-constexpr int kFixed32 = 5;
+using protobuf::Field;
+using protobuf::ForEachField;
+using protobuf::kLengthDelimited;
+using protobuf::kVarint;
 
-// Nested messages are read depth-first; ONNX graphs read here nest at most 6 deep.
-struct Field {
-  std::uint32_t number = 0;
-  int wire_type = 0;
-  std::uint64_t varint = 0;
-  std::string_view bytes;  // for length-delimited fields
-};
-
-class WireReader {
- public:
-  explicit WireReader(std::string_view bytes) : rest_(bytes) {}
-
-  bool done() const { return rest_.empty(); }
-
-  // The next field, or an error when the bytes end mid-field or use a group wire type.
-  Result<Field> Next() {
-    Field field;
-    auto key = ReadVarint();
-    if (!key) return InvalidArgument("not an ONNX model: truncated field key");
-    field.number = static_cast<std::uint32_t>(*key >> 3);
-    field.wire_type = static_cast<int>(*key & 7);
-    if (field.number == 0) return InvalidArgument("not an ONNX model: field number 0");
-    switch (field.wire_type) {
-      case kVarint: {
-        auto v = ReadVarint();
-        if (!v) return InvalidArgument("not an ONNX model: truncated varint");
-        field.varint = *v;
-        return field;
-      }
-      case kFixed64:
-        if (!Skip(8)) return InvalidArgument("not an ONNX model: truncated fixed64");
-        return field;
-      case kFixed32:
-        if (!Skip(4)) return InvalidArgument("not an ONNX model: truncated fixed32");
-        return field;
-      case kLengthDelimited: {
-        auto length = ReadVarint();
-        if (!length || *length > rest_.size()) {
-          return InvalidArgument("not an ONNX model: truncated length-delimited field");
-        }
-        field.bytes = rest_.substr(0, *length);
-        rest_.remove_prefix(*length);
-        return field;
-      }
-      default:
-        return InvalidArgument(
-            fmt::format("not an ONNX model: unsupported wire type {}", field.wire_type));
-    }
-  }
-
- private:
-  std::optional<std::uint64_t> ReadVarint() {
-    std::uint64_t value = 0;
-    for (int shift = 0; shift < 64; shift += 7) {
-      if (rest_.empty()) return std::nullopt;
-      auto byte = static_cast<std::uint8_t>(rest_.front());
-      rest_.remove_prefix(1);
-      value |= static_cast<std::uint64_t>(byte & 0x7f) << shift;
-      if ((byte & 0x80) == 0) return value;
-    }
-    return std::nullopt;  // more than 10 bytes: not a varint
-  }
-  bool Skip(std::size_t n) {
-    if (rest_.size() < n) return false;
-    rest_.remove_prefix(n);
-    return true;
-  }
-
-  std::string_view rest_;
-};
-
-// Calls `on_field` for every field of the message in `bytes`; stops at the first error.
-template <typename OnField>
-Status ForEachField(std::string_view bytes, OnField on_field) {
-  WireReader reader(bytes);
-  while (!reader.done()) {
-    ASSIGN_OR_RETURN(Field field, reader.Next());
-    RETURN_IF_ERROR(on_field(field));
-  }
-  return Status::Ok();
-}
-
-// ONNX TensorProto.DataType numbers, for messages.
 std::string_view OnnxTypeName(std::int64_t type) {
   static constexpr std::string_view kNames[] = {
       "undefined", "float32", "uint8",     "int8",       "uint16",  "int16",

@@ -4,7 +4,9 @@
 
 namespace wisp {
 
-// Installs the blocking HTTP client (http/client.h) as the model runtime's upstream caller.
+// Installs the HTTP clients as the model runtime's upstream callers: the blocking one
+// (http/client.h) for synchronous calls, the asynchronous one (http/async_client.h) for calls
+// that wait on the shard's loop.
 // Call once at node start; any thread.
 void InstallModelUpstreamCaller();
 

@@ -1,11 +1,17 @@
 // Hierarchical inference with two real wispd nodes: the edge node's model function escalates
 // low-confidence answers to the upstream node's "big model" function, and answers locally,
 // marked degraded, once the upstream node is stopped.
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
+#include <atomic>
 #include <iostream>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <thread>
 
 #include "harness.h"
 
@@ -82,6 +88,53 @@ TEST_F(ModelUpstreamTest, EscalatesToTheUpstreamNodeAndDegradesWhenItIsGone) {
   ASSERT_TRUE(metrics.ok());
   EXPECT_NE(metrics->body.find("wisp_model_escalations_total 2"), std::string::npos);
   EXPECT_NE(metrics->body.find("wisp_model_degraded_total 1"), std::string::npos);
+}
+
+// An upstream that accepts the connection and never answers: the escalation waits for its
+// deadline on the shard's loop, and meanwhile the same (single) shard serves other calls.
+TEST_F(ModelUpstreamTest, AnUpstreamThatNeverAnswersDoesNotHoldTheShard) {
+  const int listener = ::socket(AF_INET, SOCK_STREAM, 0);
+  ASSERT_GE(listener, 0);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(::bind(listener, reinterpret_cast<sockaddr*>(&address), sizeof(address)), 0);
+  ASSERT_EQ(::listen(listener, 4), 0);
+  socklen_t length = sizeof(address);
+  ASSERT_EQ(::getsockname(listener, reinterpret_cast<sockaddr*>(&address), &length), 0);
+  const int port = ntohs(address.sin_port);
+  std::atomic<int> accepted{-1};
+  std::thread acceptor([&] { accepted = ::accept(listener, nullptr, nullptr); });
+
+  Deploy(*edge_, "classify", "[small-a, small-b, small-c]",
+         "upstream: {url: 'http://127.0.0.1:" + std::to_string(port) +
+             "', function: big, confidence: 0.99, deadline: 5s}\n");
+  tmp_.Write("fn-pong/wisp.yaml",
+             "version: 1\nfunctions:\n  pong:\n    runtime: lua\n    handler: ./pong.lua:handle\n");
+  tmp_.Write("fn-pong/pong.lua",
+             "local M = {}\nfunction M.handle(event, ctx) return 'pong' end\nreturn M\n");
+  CommandResult deployed =
+      RunCli({"deploy", tmp_.path() + "/fn-pong"}, {{"WISP_HOME", edge_->data_dir()}});
+  ASSERT_EQ(deployed.exit_code, 0) << deployed.out << deployed.err;
+
+  std::atomic<bool> escalation_answered{false};
+  json degraded;
+  std::thread caller([&] {
+    degraded = Invoke();
+    escalation_answered = true;
+  });
+  acceptor.join();  // the escalation is connected and waiting for a reply that never comes
+  ASSERT_GE(accepted.load(), 0);
+  auto pong = edge_->Request("POST", "/v1/functions/pong/invoke", "");
+  ASSERT_TRUE(pong.ok()) << pong.status().ToString();
+  EXPECT_EQ(pong->status, 200);
+  EXPECT_EQ(pong->body, "pong");
+  EXPECT_FALSE(escalation_answered.load()) << "the escalation ended before its deadline";
+  caller.join();
+  EXPECT_EQ(degraded["degraded"], true) << degraded;
+  EXPECT_EQ(degraded["label"].get<std::string>().rfind("small-", 0), 0u) << degraded;
+  ::close(accepted);
+  ::close(listener);
 }
 
 }  // namespace

@@ -10,6 +10,7 @@
 #include <opencv2/dnn.hpp>
 
 #include "inference/onnx_info.h"
+#include "inference/onnx_rewrite.h"
 #include "inference/tensor_json.h"
 
 namespace wisp {
@@ -118,9 +119,13 @@ class OpenCvBackend final : public InferenceBackend {
 
   Result<ModelSessionPtr> Load(std::string_view model_bytes) override {
     ASSIGN_OR_RETURN(OnnxModelSummary summary, ReadOnnxModelSummary(model_bytes));
+    // OpenCV 4.6 refuses Gemm with untransposed constant weights and a bias; load the
+    // equivalent transposed form instead (inference/onnx_rewrite.h).
+    ASSIGN_OR_RETURN(std::optional<std::string> rewritten, TransposeGemmWeights(model_bytes));
+    const std::string_view bytes = rewritten ? std::string_view(*rewritten) : model_bytes;
     cv::dnn::Net net;
     try {
-      net = cv::dnn::readNetFromONNX(model_bytes.data(), model_bytes.size());
+      net = cv::dnn::readNetFromONNX(bytes.data(), bytes.size());
       if (net.empty()) return InvalidArgument("OpenCV DNN cannot load this model: empty network");
       net.setPreferableBackend(cv::dnn::DNN_BACKEND_OPENCV);
       net.setPreferableTarget(cv::dnn::DNN_TARGET_CPU);
