@@ -128,18 +128,24 @@ ConcurrentFigures MeasureConcurrent(wisp::Instance& instance, wisp::HostApi& hos
   std::vector<double> latencies;
   std::size_t failures = 0;
   bool stopping = false;
+  // A client's next request exists from the moment its reply arrived: its latency counts the
+  // wait behind the other clients' calls as well as its own call (and batch).
   std::function<void(int)> issue = [&](int k) {
-    started[k] = Clock::now();
     instance.InvokeAsync(event, host, io, [&, k](wisp::Result<wisp::Reply> reply) {
-      latencies.push_back(
-          std::chrono::duration<double, std::micro>(Clock::now() - started[k]).count());
+      const auto now = Clock::now();
+      latencies.push_back(std::chrono::duration<double, std::micro>(now - started[k]).count());
       if (!reply.ok() || reply->status != 200) ++failures;
-      if (!stopping) boost::asio::post(io, [&issue, k] { issue(k); });
+      if (stopping) return;
+      started[k] = now;
+      boost::asio::post(io, [&issue, k] { issue(k); });
     });
   };
   auto run_for = [&](double run_seconds) {
     stopping = false;
-    for (int k = 0; k < concurrency; ++k) boost::asio::post(io, [&issue, k] { issue(k); });
+    for (int k = 0; k < concurrency; ++k) {
+      started[k] = Clock::now();
+      boost::asio::post(io, [&issue, k] { issue(k); });
+    }
     boost::asio::steady_timer stop(io, std::chrono::duration_cast<Clock::duration>(
                                            std::chrono::duration<double>(run_seconds)));
     stop.async_wait([&](const boost::system::error_code&) { stopping = true; });
