@@ -62,7 +62,7 @@ Result<std::string> ReadLocalToken(const std::string& data_dir) {
 }
 
 bool SameNode(const Url& a, const Url& b) {
-  return CanonicalHost(a.host) == CanonicalHost(b.host) && a.port == b.port &&
+  return a.https == b.https && CanonicalHost(a.host) == CanonicalHost(b.host) && a.port == b.port &&
          a.base_path == b.base_path;
 }
 

@@ -1,7 +1,7 @@
-// A one-shot asynchronous HTTP/1.1 request on the caller's io_context: what a shard uses to ask
-// another node (hierarchical inference, docs/inference.md) without holding its thread while
-// the reply travels. The blocking twin is HttpRequest in http/client.h; both build the same
-// request and report failures the same way. Do not include it next to http/server.h (both
+// A one-shot asynchronous HTTP/1.1 request (http:// or https://) on the caller's io_context: what a
+// shard uses to ask another node (hierarchical inference, docs/inference.md) without holding its
+// thread while the reply travels. The blocking twin is HttpRequest in http/client.h; both build the
+// same request and report failures the same way. Do not include it next to http/server.h (both
 // would name an `HttpResponse`).
 //
 // One call is one TCP connection carrying one request (`Connection: close`), no pool. A host
@@ -12,8 +12,11 @@
 // be run by several threads), and never inside AsyncHttpRequest itself, also when the arguments
 // are refused at once. It receives the reply or a Status:
 //   InvalidArgument    the method, target or a header is malformed
-//   Unavailable        no connection: refused, unreachable, or the host name did not resolve
-//   DeadlineExceeded   the exchange (resolve, connect, send, receive) took longer than timeout
+//   Unavailable        no connection: refused, unreachable, the host name did not resolve, or
+//                      TLS failed (an untrusted or misnamed certificate, or the server refused
+//                      ours); https is verified exactly as in the blocking client (http/tls.h)
+//   DeadlineExceeded   the exchange (resolve, connect, TLS handshake, send, receive) took
+//                      longer than timeout
 //   ResourceExhausted  the reply body is larger than kMaxReplyBodyBytes
 //   IoError            the connection broke after it was made, or the reply is not HTTP
 // An HTTP reply of any status (404, 500, ...) is a value. Messages start with the base URL, like
@@ -38,6 +41,7 @@
 
 #include <chrono>
 #include <functional>
+#include <memory>
 #include <string>
 
 #include "http/client.h"
@@ -53,8 +57,11 @@ using HttpDoneCallback = std::function<void(Result<HttpResponse>)>;
 // `timeout` covers the whole exchange, counted from this call (time spent waiting for `io` to
 // start the work counts too; a request that waited past its deadline is not sent).
 // `done` must be callable and should not throw.
+// `tls` is used for an https URL (null: HttpTlsContext::SystemDefault()) and held until `done`
+// has run; an http URL ignores it.
 void AsyncHttpRequest(boost::asio::io_context& io, const Url& url, std::string method,
                       std::string target, std::string body, HttpHeaders headers,
-                      std::chrono::milliseconds timeout, HttpDoneCallback done);
+                      std::chrono::milliseconds timeout, HttpDoneCallback done,
+                      std::shared_ptr<HttpTlsContext> tls = nullptr);
 
 }  // namespace wisp

@@ -4,9 +4,13 @@
 // which GCC 12 in C++20 mode does not forgive.
 #include <utility>
 
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 #include <boost/asio/error.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/ssl/error.hpp>
+#include <boost/asio/ssl/stream_base.hpp>
 #include <boost/beast/core/error.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/core/tcp_stream.hpp>
@@ -16,13 +20,17 @@
 #include <boost/beast/http/read.hpp>
 #include <boost/beast/http/string_body.hpp>
 #include <boost/beast/http/write.hpp>
+#include <boost/beast/ssl/ssl_stream.hpp>
 
 #include <algorithm>
 #include <cctype>
 #include <charconv>
+#include <memory>
+#include <optional>
 #include <string>
 
 #include "http/client_internal.h"
+#include "http/tls.h"
 
 namespace wisp {
 namespace {
@@ -63,6 +71,48 @@ std::string Seconds(std::chrono::milliseconds timeout) {
   auto ms = timeout.count();
   if (ms % 1000 == 0) return std::to_string(ms / 1000) + "s";
   return std::to_string(ms) + "ms";
+}
+
+// An error OpenSSL reported on an established TLS connection (an alert from the server, e.g.
+// "tlsv13 alert certificate required" when it wants a client certificate), as opposed to the
+// TCP connection simply ending.
+bool IsTlsRefusal(const boost::system::error_code& ec) {
+  return ec.category() == asio::error::get_ssl_category() &&
+         ERR_GET_REASON(static_cast<unsigned long>(ec.value())) !=
+             SSL_R_UNEXPECTED_EOF_WHILE_READING;
+}
+
+using TlsStream = beast::ssl_stream<beast::tcp_stream>;
+
+// Writes the request and reads the reply on a connected (and, for TLS, handshaken) stream,
+// recording the stage reached and the first failure.
+template <typename Stream>
+void SendAndReceive(Stream& stream, http_internal::BeastRequest& request,
+                    beast::flat_buffer& buffer, http_internal::BeastReplyParser& parser,
+                    http_internal::Stage& stage, boost::system::error_code& failure) {
+  using http_internal::Stage;
+  stage = Stage::kSend;
+  http::async_write(stream, request, [&](auto ec, std::size_t) {
+    if (ec) {
+      failure = ec;
+      return;
+    }
+    stage = Stage::kReceive;
+    // The header alone first: see http_internal::PrepareReplyParser.
+    http::async_read_header(stream, buffer, parser, [&](auto ec, std::size_t) {
+      if (ec) {
+        failure = ec;
+        return;
+      }
+      http::async_read(stream, buffer, parser, [&](auto ec, std::size_t) {
+        if (ec) {
+          failure = ec;
+          return;
+        }
+        stage = Stage::kDone;
+      });
+    });
+  });
 }
 
 }  // namespace
@@ -114,14 +164,22 @@ Status DeadlineFailure(const Url& url, std::chrono::milliseconds timeout) {
 }
 
 Status TransportFailure(const Url& url, Stage stage, const boost::system::error_code& failure,
-                        std::chrono::milliseconds timeout) {
+                        std::chrono::milliseconds timeout, std::string_view tls_detail) {
   if (failure == beast::error::timeout) return DeadlineFailure(url, timeout);
   const std::string where = url.ToString();
+  if ((stage == Stage::kSend || stage == Stage::kReceive) && IsTlsRefusal(failure)) {
+    return Unavailable(where + ": TLS connection refused: " + Describe(failure));
+  }
   switch (stage) {
     case Stage::kResolve:
       return Unavailable(where + ": cannot resolve host '" + url.host + "': " + Describe(failure));
     case Stage::kConnect:
       return Unavailable(where + ": " + Describe(failure));
+    case Stage::kHandshake: {
+      std::string text = where + ": TLS handshake failed: " + Describe(failure);
+      if (!tls_detail.empty()) text += ": " + std::string(tls_detail);
+      return Unavailable(text);
+    }
     case Stage::kSend:
       return IoError(where + ": connection lost while sending the request: " + Describe(failure));
     case Stage::kReceive:
@@ -156,7 +214,9 @@ HttpResponse TakeReply(BeastReplyParser& parser) {
 
 using http_internal::HostPort;
 
-std::string Url::ToString() const { return "http://" + HostPort(*this) + base_path; }
+std::string Url::ToString() const {
+  return (https ? "https://" : "http://") + HostPort(*this) + base_path;
+}
 
 Result<Url> ParseUrl(std::string_view text) {
   while (!text.empty() && std::isspace(static_cast<unsigned char>(text.front()))) {
@@ -168,17 +228,14 @@ Result<Url> ParseUrl(std::string_view text) {
   const std::string original(text);
   if (text.empty()) return InvalidArgument("empty server URL: pass one like http://127.0.0.1:8080");
 
+  bool https = false;
   if (auto pos = text.find("://"); pos != std::string_view::npos) {
     std::string scheme = Lower(text.substr(0, pos));
-    if (scheme == "https") {
-      return InvalidArgument("'" + original +
-                             "': https is not supported yet; use an http:// URL "
-                             "(e.g. http://127.0.0.1:8080)");
+    if (scheme != "http" && scheme != "https") {
+      return InvalidArgument("'" + original + "': only http:// and https:// URLs are supported, " +
+                             "like http://127.0.0.1:8080");
     }
-    if (scheme != "http") {
-      return InvalidArgument("'" + original + "': only http:// URLs are supported, like " +
-                             "http://127.0.0.1:8080");
-    }
+    https = scheme == "https";
     text.remove_prefix(pos + 3);
   }
   if (text.find_first_of("?#") != std::string_view::npos) {
@@ -195,6 +252,8 @@ Result<Url> ParseUrl(std::string_view text) {
   }
 
   Url url;
+  url.https = https;
+  url.port = https ? 443 : 80;
   std::string_view port_text;
   bool has_port = false;
   if (!authority.empty() && authority.front() == '[') {
@@ -256,21 +315,36 @@ std::optional<std::string> HttpResponse::Header(std::string_view name) const {
 
 Result<HttpResponse> HttpRequest(const std::string& url_base, std::string_view method,
                                  std::string_view target, std::string_view body,
-                                 const HttpHeaders& headers, std::chrono::milliseconds timeout) {
+                                 const HttpHeaders& headers, std::chrono::milliseconds timeout,
+                                 HttpTlsContext* tls) {
   ASSIGN_OR_RETURN(Url url, ParseUrl(url_base));
-  return HttpRequest(url, method, target, body, headers, timeout);
+  return HttpRequest(url, method, target, body, headers, timeout, tls);
 }
 
 Result<HttpResponse> HttpRequest(const Url& url, std::string_view method, std::string_view target,
                                  std::string_view body, const HttpHeaders& headers,
-                                 std::chrono::milliseconds timeout) {
+                                 std::chrono::milliseconds timeout, HttpTlsContext* tls) {
   using http_internal::Stage;
   ASSIGN_OR_RETURN(http_internal::BeastRequest request,
                    http_internal::BuildRequest(url, method, target, std::string(body), headers));
 
   asio::io_context io;
   tcp::resolver resolver(io);
-  beast::tcp_stream stream(io);
+  // Exactly one of the two: TLS wraps its own tcp_stream, which carries the deadline.
+  std::optional<beast::tcp_stream> plain;
+  std::optional<TlsStream> secure;
+  std::shared_ptr<HttpTlsContext> system_default;
+  if (url.https) {
+    if (tls == nullptr) {
+      ASSIGN_OR_RETURN(system_default, HttpTlsContext::SystemDefault());
+      tls = system_default.get();
+    }
+    secure.emplace(io, tls->native());
+    RETURN_IF_ERROR(http_internal::PrepareTlsSession(secure->native_handle(), url));
+  } else {
+    plain.emplace(io);
+  }
+  beast::tcp_stream& tcp_layer = secure ? secure->next_layer() : *plain;
   beast::flat_buffer buffer;
   http_internal::BeastReplyParser parser;
   http_internal::PrepareReplyParser(request, parser);
@@ -286,47 +360,38 @@ Result<HttpResponse> HttpRequest(const Url& url, std::string_view method, std::s
       return;
     }
     stage = Stage::kConnect;
-    stream.expires_at(deadline);
-    stream.async_connect(endpoints, [&](auto ec, const auto&) {
+    tcp_layer.expires_at(deadline);
+    tcp_layer.async_connect(endpoints, [&](auto ec, const auto&) {
       if (ec) {
         failure = ec;
         return;
       }
-      stage = Stage::kSend;
-      http::async_write(stream, request, [&](auto ec, std::size_t) {
+      if (!secure) return SendAndReceive(*plain, request, buffer, parser, stage, failure);
+      stage = Stage::kHandshake;
+      secure->async_handshake(asio::ssl::stream_base::client, [&](auto ec) {
         if (ec) {
           failure = ec;
           return;
         }
-        stage = Stage::kReceive;
-        // The header alone first: see http_internal::PrepareReplyParser.
-        http::async_read_header(stream, buffer, parser, [&](auto ec, std::size_t) {
-          if (ec) {
-            failure = ec;
-            return;
-          }
-          http::async_read(stream, buffer, parser, [&](auto ec, std::size_t) {
-            if (ec) {
-              failure = ec;
-              return;
-            }
-            stage = Stage::kDone;
-          });
-        });
+        SendAndReceive(*secure, request, buffer, parser, stage, failure);
       });
     });
   });
-  // tcp_stream enforces the deadline on connect, send and receive; run_until bounds name
-  // resolution too, which has no timeout of its own.
+  // tcp_stream enforces the deadline on connect, handshake, send and receive; run_until bounds
+  // name resolution too, which has no timeout of its own.
   io.run_until(deadline);
   if (stage != Stage::kDone && !failure) {
     resolver.cancel();
-    stream.close();
+    tcp_layer.close();
     io.restart();
     io.run();  // lets the cancelled handlers finish before their captures go away
     return http_internal::DeadlineFailure(url, timeout);
   }
-  if (stage != Stage::kDone) return http_internal::TransportFailure(url, stage, failure, timeout);
+  if (stage != Stage::kDone) {
+    const std::string detail =
+        stage == Stage::kHandshake ? http_internal::TlsVerifyDetail(secure->native_handle()) : "";
+    return http_internal::TransportFailure(url, stage, failure, timeout, detail);
+  }
   return http_internal::TakeReply(parser);
 }
 

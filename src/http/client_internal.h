@@ -7,6 +7,7 @@
 // which GCC 12 in C++20 mode does not forgive.
 #include <utility>
 
+#include <openssl/ssl.h>
 #include <boost/beast/http/message.hpp>
 #include <boost/beast/http/parser.hpp>
 #include <boost/beast/http/string_body.hpp>
@@ -25,7 +26,7 @@ using BeastRequest = boost::beast::http::request<boost::beast::http::string_body
 using BeastReplyParser = boost::beast::http::response_parser<boost::beast::http::string_body>;
 
 // How far an exchange got; a failure is reported by the step it happened in.
-enum class Stage { kResolve, kConnect, kSend, kReceive, kDone };
+enum class Stage { kResolve, kConnect, kHandshake, kSend, kReceive, kDone };
 
 // "host:port", with an IPv6 host in brackets: the Host header and the printed URL.
 std::string HostPort(const Url& url);
@@ -45,8 +46,18 @@ Result<BeastRequest> BuildRequest(const Url& url, std::string_view method, std::
 void PrepareReplyParser(const BeastRequest& request, BeastReplyParser& parser);
 
 // The Status for an exchange that failed at `stage` with `failure` (a Beast timeout included).
+// `tls_detail` is TlsVerifyDetail's text for a refused certificate, appended to the message.
 Status TransportFailure(const Url& url, Stage stage, const boost::system::error_code& failure,
-                        std::chrono::milliseconds timeout);
+                        std::chrono::milliseconds timeout, std::string_view tls_detail = {});
+
+// Readies a client SSL object for url.host before its handshake: the certificate must name the
+// host (an IP SAN for a numeric host, a DNS name otherwise, no partial wildcards) and a name is
+// sent as SNI. InvalidArgument when OpenSSL refuses the host text. Defined in tls.cc.
+Status PrepareTlsSession(SSL* ssl, const Url& url);
+
+// Why OpenSSL refused the peer's certificate ("self-signed certificate", "IP address
+// mismatch"), or "" when verification did not fail. Defined in tls.cc.
+std::string TlsVerifyDetail(SSL* ssl);
 
 // The Status for an exchange that did not finish within `timeout`.
 Status DeadlineFailure(const Url& url, std::chrono::milliseconds timeout);

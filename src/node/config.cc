@@ -11,6 +11,7 @@
 #include <yaml-cpp/yaml.h>
 
 #include "archive/archive_format.h"
+#include "http/tls.h"
 #include "node/function_scaler.h"
 #include "node/http_actions.h"
 #include "node/node.h"
@@ -300,6 +301,17 @@ Status ReadConfig(ConfigReader& root, NodeConfig* c) {
   RETURN_IF_ERROR(actions.Int("http_attempts", &c->actions.http_attempts, 1, 10));
   RETURN_IF_ERROR(actions.Int("http_queue", &c->actions.http_queue, 1, 1'000'000));
   RETURN_IF_ERROR(actions.Int("http_workers", &c->actions.http_workers, 1, 64));
+  ASSIGN_OR_RETURN(ConfigReader tls, actions.Child("tls"));
+  RETURN_IF_ERROR(tls.String("ca_file", &c->actions.tls.ca_file));
+  RETURN_IF_ERROR(tls.String("cert_file", &c->actions.tls.cert_file));
+  RETURN_IF_ERROR(tls.String("key_file", &c->actions.tls.key_file));
+  RETURN_IF_ERROR(tls.CheckNoUnknownKeys());
+  // Load the files now, so that a wrong path stops the node at start, not its first https POST.
+  if (!c->actions.tls.empty()) {
+    if (Status s = HttpTlsContext::Create(c->actions.tls).status(); !s.ok()) {
+      return actions.Error("tls", s.message());
+    }
+  }
   RETURN_IF_ERROR(actions.CheckNoUnknownKeys());
   ASSIGN_OR_RETURN(ConfigReader async, root.Child("async"));
   RETURN_IF_ERROR(async.Int("max_pending", &c->async.max_pending, 1, 1'000'000));

@@ -8,12 +8,11 @@
 #include <spdlog/spdlog.h>
 
 #include "http/client.h"
+#include "http/tls.h"
 #include "metrics/metrics.h"
 
 namespace wisp {
 namespace {
-
-constexpr std::string_view kScheme = "http://";
 
 std::string Lower(std::string_view s) {
   std::string out(s);
@@ -23,7 +22,8 @@ std::string Lower(std::string_view s) {
 }
 
 // Splits "HOST[:PORT]" (HOST may be "[v6]") off an authority.
-Status ParseAuthority(std::string_view authority, std::string* host, std::uint16_t* port) {
+Status ParseAuthority(std::string_view authority, std::uint16_t default_port, std::string* host,
+                      std::uint16_t* port) {
   if (authority.empty()) return InvalidArgument("the URL has no host");
   if (authority.find('@') != std::string_view::npos) {
     return InvalidArgument("user info in the URL is not supported");
@@ -50,7 +50,7 @@ Status ParseAuthority(std::string_view authority, std::string* host, std::uint16
       return InvalidArgument(fmt::format("'{}' is not a host name", *host));
     }
   }
-  *port = 80;
+  *port = default_port;
   if (!port_text.empty()) {
     unsigned value = 0;
     auto [ptr, ec] = std::from_chars(port_text.data(), port_text.data() + port_text.size(), value);
@@ -85,17 +85,21 @@ bool Retryable(const Status& transport, int http_status) {
 Result<HttpTarget> ParseHttpTarget(std::string_view url) {
   if (url.size() > 8192) return InvalidArgument("the URL is longer than 8 KiB");
   if (HasControlOrSpace(url)) return InvalidArgument("the URL contains spaces or control bytes");
-  if (url.size() < kScheme.size() || Lower(url.substr(0, kScheme.size())) != kScheme) {
-    if (Lower(url.substr(0, 8)) == "https://") {
-      return InvalidArgument("https:// is not supported for HTTP actions yet; use http://");
-    }
-    return InvalidArgument(fmt::format("'{}' is not an http:// URL", url.substr(0, 64)));
+  HttpTarget out;
+  std::string_view rest;
+  if (Lower(url.substr(0, 7)) == "http://") {
+    rest = url.substr(7);
+  } else if (Lower(url.substr(0, 8)) == "https://") {
+    rest = url.substr(8);
+    out.https = true;
+  } else {
+    return InvalidArgument(
+        fmt::format("'{}' is not an http:// or https:// URL", url.substr(0, 64)));
   }
-  std::string_view rest = url.substr(kScheme.size());
   if (const auto hash = rest.find('#'); hash != std::string_view::npos) rest = rest.substr(0, hash);
   const auto slash = rest.find_first_of("/?");
-  HttpTarget out;
-  RETURN_IF_ERROR(ParseAuthority(rest.substr(0, slash), &out.host, &out.port));
+  RETURN_IF_ERROR(
+      ParseAuthority(rest.substr(0, slash), out.https ? 443 : 80, &out.host, &out.port));
   out.target = slash == std::string_view::npos ? "/" : std::string(rest.substr(slash));
   if (out.target.front() == '?') out.target.insert(0, "/");
   return out;
@@ -106,7 +110,7 @@ Result<HttpAllowEntry> ParseHttpAllowEntry(std::string_view entry) {
   if (target.target.find('?') != std::string::npos) {
     return InvalidArgument(fmt::format("'{}': an allowlist entry has no query", entry));
   }
-  HttpAllowEntry out{std::move(target.host), target.port, std::move(target.target)};
+  HttpAllowEntry out{std::move(target.host), target.port, std::move(target.target), target.https};
   while (!out.path.empty() && out.path.back() == '/') out.path.pop_back();
   return out;
 }
@@ -119,7 +123,11 @@ bool IsAllowed(const HttpTarget& target, const std::vector<HttpAllowEntry>& allo
     return false;
   }
   return std::any_of(allow.begin(), allow.end(), [&](const HttpAllowEntry& entry) {
-    if (entry.host != target.host || entry.port != target.port) return false;
+    // An http:// entry does not allow https:// (nor the reverse): the scheme is part of what the
+    // operator allowed.
+    if (entry.https != target.https || entry.host != target.host || entry.port != target.port) {
+      return false;
+    }
     if (!path.starts_with(entry.path)) return false;
     return path.size() == entry.path.size() || path[entry.path.size()] == '/';
   });
@@ -130,6 +138,17 @@ HttpActions::HttpActions(const ActionsConfig& config, MetricsRegistry* metrics)
   for (const std::string& entry : config_.http_allow) {
     auto parsed = ParseHttpAllowEntry(entry);
     if (parsed.ok()) allow_.push_back(std::move(*parsed));  // config.cc refused bad ones
+  }
+  // Loaded once for all https POSTs; config.cc checked the files, so failing here means they
+  // changed since, and https POSTs fail with the reason.
+  if (std::any_of(allow_.begin(), allow_.end(), [](const auto& e) { return e.https; })) {
+    auto tls = HttpTlsContext::Create(config_.tls);
+    if (tls.ok()) {
+      tls_ = std::move(*tls);
+    } else {
+      tls_status_ = tls.status().WithContext("actions.tls");
+      spdlog::error("https HTTP actions will fail: {}", tls_status_.ToString());
+    }
   }
   if (metrics_ != nullptr) {
     collector_id_ = metrics_->AddCollector([this](std::string& out) {
@@ -227,6 +246,8 @@ void HttpActions::Send(Queued& item) {
   Url url;
   url.host = item.target.host;
   url.port = item.target.port;
+  url.https = item.target.https;
+  if (url.https && tls_ == nullptr) return Finish(item, tls_status_, 0);
   HttpHeaders headers = item.post.headers;
   headers.emplace_back("Content-Type", item.post.content_type.empty() ? "application/octet-stream"
                                                                       : item.post.content_type);
@@ -240,8 +261,8 @@ void HttpActions::Send(Queued& item) {
       if (wake_.wait_for(lock, backoff, [&] { return stopping_; })) break;
       backoff *= 4;
     }
-    auto reply =
-        HttpRequest(url, "POST", item.target.target, item.post.body, headers, config_.http_timeout);
+    auto reply = HttpRequest(url, "POST", item.target.target, item.post.body, headers,
+                             config_.http_timeout, tls_.get());
     last = reply.status();
     last_http_status = reply.ok() ? reply->status : 0;
     if (!Retryable(last, last_http_status)) break;

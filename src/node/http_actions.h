@@ -2,8 +2,10 @@
 // and from async invocations' callback URLs.
 //
 // Deny by default: a URL must match an entry of `actions.http_allow` in the node config (host,
-// port and a path prefix at a '/' boundary), so a function cannot reach arbitrary hosts. Only
-// plain http:// is supported (the node's HTTP client has no TLS yet).
+// port and a path prefix at a '/' boundary), so a function cannot reach arbitrary hosts.
+// https:// URLs are verified against `actions.tls` (its CA file, else the system's CAs) and
+// present its client certificate if one is set; an http:// entry never allows https:// and the
+// reverse.
 //
 // Delivery is asynchronous and at most `http_attempts` tries: Enqueue checks the URL and queues
 // the POST; worker threads send it with the blocking client (src/http/client.h), retrying
@@ -19,6 +21,7 @@
 #include <condition_variable>
 #include <deque>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <string_view>
@@ -31,23 +34,26 @@
 
 namespace wisp {
 
+class HttpTlsContext;
 class MetricsRegistry;
 
-// One allowlist entry, parsed: http://HOST[:PORT][/PATH].
+// One allowlist entry, parsed: http[s]://HOST[:PORT][/PATH].
 struct HttpAllowEntry {
-  std::string host;  // lower case
-  std::uint16_t port = 80;
-  std::string path;  // "" or "/a/b" without a trailing '/'
+  std::string host;         // lower case
+  std::uint16_t port = 80;  // 443 for https without a port
+  std::string path;         // "" or "/a/b" without a trailing '/'
+  bool https = false;
 };
 Result<HttpAllowEntry> ParseHttpAllowEntry(std::string_view entry);
 
-// A URL a POST goes to, split for the client: http://HOST[:PORT]/PATH[?QUERY].
+// A URL a POST goes to, split for the client: http[s]://HOST[:PORT]/PATH[?QUERY].
 struct HttpTarget {
-  std::string host;  // lower case
-  std::uint16_t port = 80;
-  std::string target;  // "/PATH[?QUERY]", at least "/"
+  std::string host;         // lower case
+  std::uint16_t port = 80;  // 443 for https without a port
+  std::string target;       // "/PATH[?QUERY]", at least "/"
+  bool https = false;
 };
-// InvalidArgument for anything but an absolute http:// URL with a host.
+// InvalidArgument for anything but an absolute http:// or https:// URL with a host.
 Result<HttpTarget> ParseHttpTarget(std::string_view url);
 bool IsAllowed(const HttpTarget& target, const std::vector<HttpAllowEntry>& allow);
 
@@ -93,6 +99,8 @@ class HttpActions {
 
   const ActionsConfig config_;
   std::vector<HttpAllowEntry> allow_;
+  std::shared_ptr<HttpTlsContext> tls_;  // built when an https entry exists; else null
+  Status tls_status_;                    // why tls_ is null when an https entry exists
   MetricsRegistry* metrics_;
   int collector_id_ = -1;
 

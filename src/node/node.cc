@@ -124,7 +124,7 @@ int RunNode(const NodeConfig& input_config) {
   FunctionCatalog catalog(config.data_dir, &metrics);
   ModelStore models(config.data_dir);
   SetModelRuntimeStore(&models);
-  InstallModelUpstreamCaller();
+  if (Status s = InstallModelUpstreamCaller(config.actions.tls); !s.ok()) return fail(s);
   catalog.LoadFromDisk();
 
   std::unique_ptr<EventArchive> archive;

@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "http/tls_options.h"
 #include "wisp/status.h"
 
 namespace wisp {
@@ -44,6 +45,9 @@ struct ActionsConfig {
   int http_attempts = 3;  // transport errors, 429 and 5xx are retried with backoff
   int http_queue = 1000;  // POSTs waiting to be sent; beyond it a POST is refused
   int http_workers = 2;   // threads sending (a slow endpoint holds one)
+  // For https:// actions and model functions' https upstreams: CA file (else the system's),
+  // client certificate and key (mutual TLS). Verification is always on.
+  HttpTlsOptions tls;
 };
 
 // Async invocations (POST /v1/functions/{name}/invoke-async).

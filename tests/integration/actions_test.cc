@@ -7,6 +7,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "../tls_test_support.h"
 #include "broker.h"
 #include "cli/http_client.h"
 #include "harness.h"
@@ -137,6 +138,35 @@ TEST_F(ActionsTest, HttpPostReachesAnAllowedUrlAndIsRetried) {
     return metrics.find("wisp_http_actions_total{result=\"sent\"} 1") != std::string::npos;
   })) << metrics;
   EXPECT_NE(metrics.find("wisp_http_action_retries_total 1"), std::string::npos) << metrics;
+}
+
+TEST_F(ActionsTest, HttpsPostVerifiedWithTheNodesCaFileArrives) {
+  std::string error;
+  const auto* certs = tls_test::Certificates::Get(&error);
+  if (certs == nullptr) GTEST_SKIP() << error;
+  tls_test::TlsEchoServer receiver(certs->Path("server.crt"), certs->Path("server.key"));
+  const std::string base = "https://127.0.0.1:" + std::to_string(receiver.port());
+  node_->Stop();
+  Status started = node_->Start(
+      {"--shards", "2", "--broker", broker_.url()},
+      "actions:\n  http_allow: [\"" + base +
+          "/alerts\"]\n  http_timeout: 2s\n  tls:\n    ca_file: " + certs->Path("ca.crt") + "\n");
+  ASSERT_TRUE(started.ok()) << started.ToString();
+
+  HttpResponse r = Post("/v1/functions/notify/invoke",
+                        json{{"url", base + "/alerts/pump"}, {"pump", "p7"}}.dump());
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(json::parse(r.body)["queued"], true) << r.body;
+  ASSERT_TRUE(WaitUntil([&] { return !receiver.Received().empty(); }, seconds(10)));
+  const std::string received = receiver.Received()[0];
+  EXPECT_EQ(received.rfind("POST /alerts/pump\n", 0), 0u) << received;
+  EXPECT_NE(received.find("\"pump\":\"p7\""), std::string::npos) << received;
+  std::string metrics;
+  EXPECT_TRUE(WaitUntil([&] {
+    auto m = node_->Request("GET", "/metrics");
+    metrics = m.ok() ? m->body : "";
+    return metrics.find("wisp_http_actions_total{result=\"sent\"} 1") != std::string::npos;
+  })) << metrics;
 }
 
 TEST_F(ActionsTest, HttpPostOutsideTheAllowlistIsAClearError) {

@@ -64,11 +64,25 @@ TEST(ParseUrlTest, BasePathAndIpv6) {
   EXPECT_EQ(url->ToString(), "http://[::1]:8081/wisp");
 }
 
+TEST(ParseUrlTest, HttpsDefaultsToPort443) {
+  auto https = ParseUrl("HTTPS://Node");
+  ASSERT_TRUE(https.ok()) << https.status().ToString();
+  EXPECT_TRUE(https->https);
+  EXPECT_EQ(https->port, 443);
+  EXPECT_EQ(https->ToString(), "https://node:443");
+  auto with_port = ParseUrl("https://node:8443/wisp");
+  ASSERT_TRUE(with_port.ok());
+  EXPECT_EQ(with_port->port, 8443);
+  EXPECT_EQ(with_port->ToString(), "https://node:8443/wisp");
+  EXPECT_FALSE(ParseUrl("http://node")->https);
+  EXPECT_NE(*ParseUrl("http://node:443"), *ParseUrl("https://node"));
+}
+
 TEST(ParseUrlTest, RefusesWhatItCannotServe) {
-  auto https = ParseUrl("https://node:8443");
-  ASSERT_FALSE(https.ok());
-  EXPECT_EQ(https.status().code(), StatusCode::kInvalidArgument);
-  EXPECT_TRUE(Contains(https.status().message(), "https is not supported yet"));
+  auto ftp = ParseUrl("ftp://node:21");
+  ASSERT_FALSE(ftp.ok());
+  EXPECT_EQ(ftp.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_TRUE(Contains(ftp.status().message(), "only http:// and https://"));
 
   for (const char* bad :
        {"", "ftp://x", "http://", "http://:80", "http://h:0", "http://h:70000", "http://h:8x",
@@ -195,13 +209,22 @@ TEST_F(ResolveTest, FlagsBeatEnvironment) {
   EXPECT_EQ(e->token_source, "--token");
 }
 
-TEST_F(ResolveTest, HttpsServerIsAClearError) {
+TEST_F(ResolveTest, HttpsServerIsAccepted) {
   auto in = Inputs();
   in.server_flag = "https://node:8443";
   auto e = ResolveEndpoint(in);
+  ASSERT_TRUE(e.ok()) << e.status().ToString();
+  EXPECT_TRUE(e->url.https);
+  EXPECT_EQ(e->url.port, 8443);
+}
+
+TEST_F(ResolveTest, UnknownSchemeIsAClearError) {
+  auto in = Inputs();
+  in.server_flag = "ftp://node:8443";
+  auto e = ResolveEndpoint(in);
   ASSERT_FALSE(e.ok());
   EXPECT_TRUE(Contains(e.status().message(), "--server"));
-  EXPECT_TRUE(Contains(e.status().message(), "https is not supported yet"));
+  EXPECT_TRUE(Contains(e.status().message(), "only http:// and https://"));
 }
 
 TEST_F(ResolveTest, TokenCommandReadsAndExplains) {
@@ -467,7 +490,7 @@ TEST(HttpRequestTest, RefusedConnectionSaysStartANode) {
 }
 
 TEST(HttpRequestTest, RefusesBadInput) {
-  EXPECT_FALSE(HttpRequest("https://x", "GET", "/").ok());
+  EXPECT_FALSE(HttpRequest("ftp://x", "GET", "/").ok());
   EXPECT_FALSE(HttpRequest("http://127.0.0.1:1", "G ET", "/").ok());
   EXPECT_FALSE(HttpRequest("http://127.0.0.1:1", "GET", "no-slash").ok());
   EXPECT_FALSE(HttpRequest("http://127.0.0.1:1", "GET", "/", {}, {{"X", "a\r\nB: c"}}).ok());

@@ -30,14 +30,32 @@ TEST(HttpTargetTest, SplitsAbsoluteHttpUrls) {
 
 TEST(HttpTargetTest, RefusesWhatItCannotSend) {
   for (const char* url :
-       {"", "ftp://x/", "https://x/", "http://", "http:///path", "http://user@host/",
+       {"", "ftp://x/", "https://", "http://", "http:///path", "http://user@host/",
         "http://host:0/", "http://host:65536/", "http://host:80x/", "http://ho st/",
         "http://host/a b", "http://[::1/", "http://bad_host!/", "http://host/\r\nX: y"}) {
     auto t = ParseHttpTarget(url);
     EXPECT_FALSE(t.ok()) << url;
     if (!t.ok()) EXPECT_EQ(t.status().code(), StatusCode::kInvalidArgument) << url;
   }
-  EXPECT_NE(ParseHttpTarget("https://x/").status().message().find("https"), std::string::npos);
+  EXPECT_NE(ParseHttpTarget("ftp://x/").status().message().find("https://"), std::string::npos);
+}
+
+TEST(HttpTargetTest, HttpsDefaultsToPort443AndNeedsAnHttpsEntry) {
+  auto t = ParseHttpTarget("HTTPS://Cloud.Example/alerts?x=1");
+  ASSERT_TRUE(t.ok()) << t.status().ToString();
+  EXPECT_TRUE(t->https);
+  EXPECT_EQ(t->host, "cloud.example");
+  EXPECT_EQ(t->port, 443);
+  EXPECT_EQ(t->target, "/alerts?x=1");
+
+  std::vector<HttpAllowEntry> allow = {*ParseHttpAllowEntry("https://cloud.example/alerts")};
+  EXPECT_TRUE(allow[0].https);
+  EXPECT_TRUE(IsAllowed(*t, allow));
+  EXPECT_TRUE(IsAllowed(*ParseHttpTarget("https://cloud.example:443/alerts"), allow));
+  // The scheme is part of the entry: plain http to the same host and port is not allowed.
+  EXPECT_FALSE(IsAllowed(*ParseHttpTarget("http://cloud.example:443/alerts"), allow));
+  std::vector<HttpAllowEntry> plain = {*ParseHttpAllowEntry("http://cloud.example:443/alerts")};
+  EXPECT_FALSE(IsAllowed(*t, plain));
 }
 
 TEST(HttpAllowTest, MatchesHostPortAndPathPrefixAtASegmentBoundary) {
