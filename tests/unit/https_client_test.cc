@@ -17,6 +17,8 @@
 #include "http/async_client.h"
 #include "http/client.h"
 #include "http/tls.h"
+#include "node/model_upstream.h"
+#include "runtime/model/model_runtime.h"
 
 namespace wisp {
 namespace {
@@ -211,6 +213,43 @@ TEST_F(HttpTlsContextTest, BadFilesAreInvalidArgumentNamingTheFile) {
                       .cert_file = certs_->Path("client.crt"),
                       .key_file = certs_->Path("client.key")})
                   .ok());
+}
+
+// The node's upstream callers for model functions (node/model_upstream.cc) reach an https
+// upstream with the node's TLS options, in both the blocking and the asynchronous form.
+TEST_F(HttpTlsContextTest, ModelUpstreamCallersUseTheNodesTlsOptions) {
+  const UpstreamCaller saved = CurrentUpstreamCaller();
+  const AsyncUpstreamCaller saved_async = CurrentAsyncUpstreamCaller();
+  TlsEchoServer upstream(certs_->Path("server.crt"), certs_->Path("server.key"));
+  const std::string url = "https://127.0.0.1:" + std::to_string(upstream.port());
+
+  Status bad = InstallModelUpstreamCaller({.ca_file = certs_->Path("missing-ca.crt")});
+  EXPECT_EQ(bad.code(), StatusCode::kInvalidArgument);
+  EXPECT_TRUE(Contains(bad.message(), "missing-ca.crt")) << bad.message();
+
+  ASSERT_TRUE(InstallModelUpstreamCaller({.ca_file = certs_->Path("ca.crt")}).ok());
+  auto reply = CurrentUpstreamCaller()(url, "/v1/functions/big/invoke", "{}", milliseconds(5000));
+  ASSERT_TRUE(reply.ok()) << reply.status().ToString();
+  EXPECT_EQ(reply->status, 200);
+  EXPECT_EQ(reply->body, "POST /v1/functions/big/invoke\n{}");
+
+  boost::asio::io_context io;
+  std::optional<Result<UpstreamReply>> async_reply;
+  CurrentAsyncUpstreamCaller()(io, url, "/v1/functions/big/invoke", "{\"a\":1}", milliseconds(5000),
+                               [&](Result<UpstreamReply> r) { async_reply.emplace(std::move(r)); });
+  io.run();
+  ASSERT_TRUE(async_reply.has_value());
+  ASSERT_TRUE(async_reply->ok()) << async_reply->status().ToString();
+  EXPECT_EQ((*async_reply)->body, "POST /v1/functions/big/invoke\n{\"a\":1}");
+
+  // Without the node's CA file the same upstream is not trusted.
+  ASSERT_TRUE(InstallModelUpstreamCaller({}).ok());
+  auto untrusted = CurrentUpstreamCaller()(url, "/x", "{}", milliseconds(5000));
+  EXPECT_EQ(untrusted.status().code(), StatusCode::kUnavailable);
+  EXPECT_EQ(upstream.Received().size(), 2u);
+
+  SetModelUpstreamCaller(saved);
+  SetModelAsyncUpstreamCaller(saved_async);
 }
 
 }  // namespace
