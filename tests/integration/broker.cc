@@ -152,6 +152,10 @@ void Broker::StopGracefully() {
   pid_ = -1;
 }
 
+void Broker::Freeze() {
+  if (pid_ > 0) ::kill(pid_, SIGSTOP);
+}
+
 Status Broker::Restart() {
   Stop();
   return Start();

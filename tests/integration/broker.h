@@ -31,6 +31,9 @@ class Broker {
   void UsePersistence() { persistence_ = true; }
   // SIGTERM and wait: the broker disconnects its clients and, with persistence, saves them.
   void StopGracefully();
+  // SIGSTOP: the broker keeps its connections open but reads and answers nothing (a hung
+  // broker); Stop() still kills it.
+  void Freeze();
 
   // Before Start: serve MQTT over TLS with this certificate and key; when `client_ca_file` is
   // given, require client certificates that chain to it.

@@ -3,6 +3,10 @@
 // broker's database across its restart) that must receive every one of them, in order.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <mutex>
+#include <thread>
+
 #include <nlohmann/json.hpp>
 
 #include "broker.h"
@@ -186,6 +190,52 @@ TEST_F(OutboxTest, FullOutboxRefusesWithAClearError) {
   // The function's log says it too.
   CommandResult logs = RunCli({"logs", "burst"}, {{"WISP_HOME", tmp_.path() + "/data"}});
   EXPECT_NE(logs.out.find("outbox is full"), std::string::npos) << logs.out;
+}
+
+// The outbox leaves an entry that libmosquitto took and the broker did not acknowledge before
+// the connection dropped "in flight", trusting libmosquitto to send it again after the
+// reconnect (same packet id) and to report its PUBACK then. This checks that: the broker is
+// frozen so the PUBLISH is surely unread when it is killed, and only a broker started after
+// that can have acknowledged it.
+TEST(OutboxLibmosquittoTest, UnacknowledgedQos1PublishIsResentAfterTheReconnect) {
+  Broker broker;
+  ASSERT_TRUE(broker.Start().ok()) << broker.Log();
+  std::mutex mu;
+  std::vector<int> acknowledged;
+  auto count = [&](int mid) {
+    std::lock_guard lock(mu);
+    return std::count(acknowledged.begin(), acknowledged.end(), mid);
+  };
+  Inbox unused;
+  MqttOptions options;
+  options.url = broker.url();
+  options.client_id = "resend-publisher";  // a persistent session, like the node's
+  options.reconnect_max = std::chrono::milliseconds(500);
+  auto publisher = MqttConnection::Create(options, unused.Handler());
+  ASSERT_TRUE(publisher.ok());
+  (*publisher)->SetPublishedHandler([&](int mid, int) {
+    std::lock_guard lock(mu);
+    acknowledged.push_back(mid);
+  });
+  ASSERT_TRUE((*publisher)->Start().ok());
+  ASSERT_TRUE(WaitUntil([&] { return (*publisher)->connected(); }));
+  int probe = 0;
+  ASSERT_TRUE((*publisher)->Publish("resend/probe", "p", 1, false, "", &probe).ok());
+  ASSERT_TRUE(WaitUntil([&] { return count(probe) == 1; })) << "acknowledged while connected";
+
+  broker.Freeze();
+  int mid = 0;
+  ASSERT_TRUE((*publisher)->Publish("resend/x", "in flight", 1, false, "", &mid).ok());
+  ASSERT_NE(mid, 0);
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));  // let it reach the socket
+  broker.Stop();
+  ASSERT_TRUE(WaitUntil([&] { return !(*publisher)->connected(); }));
+  ASSERT_EQ(count(mid), 0);
+
+  ASSERT_TRUE(broker.Start().ok()) << broker.Log();
+  EXPECT_TRUE(WaitUntil([&] { return count(mid) == 1; }, seconds(30))) << broker.Log();
+  EXPECT_NE(broker.Log().find("'resend/x'"), std::string::npos) << broker.Log();
+  (*publisher)->Stop();
 }
 
 }  // namespace
