@@ -23,6 +23,8 @@ constexpr std::string_view kWho = "mqtt outbox";
 // Once everything is done, a current segment at least this big is deleted rather than kept
 // growing: a node that is mostly connected keeps its outbox small on disk.
 constexpr std::uint64_t kRetireSegmentBytes = 1ull << 20;
+// Entries done between two writes of the done mark while the outbox is busy.
+constexpr std::uint64_t kDoneMarkEvery = 64;
 
 std::int64_t NowUs() {
   return std::chrono::duration_cast<std::chrono::microseconds>(
@@ -36,6 +38,9 @@ ActionOutbox::ActionOutbox(OutboxOptions options, OutboxTransport transport)
     : options_(std::move(options)), transport_(std::move(transport)) {}
 
 ActionOutbox::~ActionOutbox() {
+  // A clean stop re-sends nothing that was done.
+  const std::uint64_t below = pending_.empty() ? next_seq_ - 1 : pending_.begin()->first - 1;
+  if (done_fd_ >= 0 && below > done_written_) WriteDoneMarkLocked(below);
   if (fd_ >= 0) {
     ::close(fd_);
     // Everything sent and acknowledged: the next start has nothing to read.
@@ -267,12 +272,7 @@ void ActionOutbox::SendLocked() {
   }
 }
 
-void ActionOutbox::DoneLocked(std::map<std::uint64_t, Entry>::iterator it) {
-  pending_bytes_.fetch_sub(static_cast<std::int64_t>(it->second.bytes), kRelaxed);
-  pending_messages_.fetch_sub(1, kRelaxed);
-  pending_.erase(it);
-  const std::uint64_t below = pending_.empty() ? next_seq_ - 1 : pending_.begin()->first - 1;
-  if (below <= done_written_) return;
+void ActionOutbox::WriteDoneMarkLocked(std::uint64_t below) {
   char bytes[8];
   for (std::size_t i = 0; i < 8; ++i) bytes[i] = static_cast<char>(below >> (8 * i));
   if (::pwrite(done_fd_, bytes, sizeof(bytes), 0) != 8) {
@@ -281,6 +281,19 @@ void ActionOutbox::DoneLocked(std::map<std::uint64_t, Entry>::iterator it) {
     return;
   }
   done_written_ = below;
+}
+
+void ActionOutbox::DoneLocked(std::map<std::uint64_t, Entry>::iterator it) {
+  pending_bytes_.fetch_sub(static_cast<std::int64_t>(it->second.bytes), kRelaxed);
+  pending_messages_.fetch_sub(1, kRelaxed);
+  pending_.erase(it);
+  const std::uint64_t below = pending_.empty() ? next_seq_ - 1 : pending_.begin()->first - 1;
+  if (below <= done_written_) return;
+  // The mark is written once the outbox is empty or has moved kDoneMarkEvery entries, not per
+  // acknowledgement (a pwrite on the network thread per message): a crash re-sends at most
+  // that many acknowledged entries, which at-least-once allows.
+  if (pending_.empty() || below - done_written_ >= kDoneMarkEvery) WriteDoneMarkLocked(below);
+  // A segment whose entries are all done is not needed whatever the mark says.
   std::error_code ec;
   std::erase_if(closed_, [&](const ClosedSegment& c) {
     if (c.last_seq > below) return false;

@@ -20,8 +20,9 @@
 //
 // Done marks: entries can finish out of order (a QoS 0 entry is done when handed, a QoS 1
 // entry before it only when acknowledged), so the `done` file holds the highest seq below
-// which everything is done (8 bytes, rewritten in place). A segment is deleted once all its
-// entries are done.
+// which everything is done (8 bytes, rewritten in place), written when the outbox empties, every
+// 64 entries while it is busy, and at destruction; a crash re-sends what the mark missed. A
+// segment is deleted once all its entries are done.
 //
 // Failures: Emit returns ResourceExhausted when the pending entries would pass `max_bytes`
 // (the message says the outbox is full, why, and how much is pending), IoError when the disk
@@ -119,6 +120,7 @@ class ActionOutbox {
   Status RollLocked(std::uint64_t first_seq);
   void SendLocked();  // hands waiting entries to the transport, in order, within the window
   void DoneLocked(std::map<std::uint64_t, Entry>::iterator it);
+  void WriteDoneMarkLocked(std::uint64_t below);
   std::string FullMessageLocked(std::uint64_t needed) const;
 
   const OutboxOptions options_;
