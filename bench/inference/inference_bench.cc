@@ -5,7 +5,8 @@
 //
 //   inference_bench --models DIR [--seconds S]
 //
-// Then micro-batching: C closed-loop clients (C = 1, 8, 64) calling the model function's
+// Then the cost of decoding the event's body (JSON text or CBOR) that the node pays before any
+// runtime, and micro-batching: C closed-loop clients (C = 1, 8, 64) calling the model function's
 // asynchronous path on one event loop (a shard), with batching off and on
 // (`batching: {max_batch: 64, max_delay: 0ms}`); calls/s, per-call latency and the mean batch.
 //
@@ -31,6 +32,7 @@
 #include <opencv2/dnn.hpp>
 
 #include "extensions/builtin.h"
+#include "http/request.h"
 #include "runtime/model/model_runtime.h"
 #include "wisp/inference.h"
 
@@ -202,15 +204,23 @@ int main(int argc, char** argv) {
 
   std::vector<Case> cases;
   {
-    Case mlp{"mlp", "mlp.onnx",
+    Case mlp{"mlp",
+             "mlp.onnx",
              "file: ./model.onnx\ninput: {fields: [a, b, c, d]}\n"
-             "output: {kind: argmax}\n"};
+             "output: {kind: argmax}\n",
+             {},
+             {},
+             {}};
     mlp.event = {{"a", 0.5}, {"b", -1.0}, {"c", 0.25}, {"d", 2.0}};
     mlp.shape = {1, 4};
     mlp.input = {0.5f, -1.0f, 0.25f, 2.0f};
     cases.push_back(mlp);
-    Case cnn{"cnn1d_medium", "cnn1d_medium.onnx",
-             "file: ./model.onnx\ninput: {field: x}\noutput: {kind: argmax}\n"};
+    Case cnn{"cnn1d_medium",
+             "cnn1d_medium.onnx",
+             "file: ./model.onnx\ninput: {field: x}\noutput: {kind: argmax}\n",
+             {},
+             {},
+             {}};
     cnn.shape = {1, 8, 128};
     for (int i = 0; i < 8 * 128; ++i) cnn.input.push_back(std::sin(i * 0.1f));
     cnn.event = {{"x", cnn.input}};
@@ -308,6 +318,24 @@ int main(int argc, char** argv) {
                       {"function_over_direct_p50", ratio_p50},
                       {"added_p50_us", added_p50},
                       {"goal_met_p50", ratio_p50 <= 1.05 || added_p50 <= 5.0}};
+
+    // What the node does with the event's bytes before any runtime: decode the body, as JSON
+    // text or as CBOR (the same event).
+    std::string cbor;
+    json::to_cbor(c.event, cbor);
+    auto decode_json = [&] {
+      if (!wisp::DecodeInvokeBody("application/json", body).ok()) ++failures;
+    };
+    auto decode_cbor = [&] {
+      if (!wisp::DecodeInvokeBody("application/cbor", cbor).ok()) ++failures;
+    };
+    const std::vector<Figures> decoding = Measure({decode_json, decode_cbor}, seconds / 2);
+    std::printf("%-14s event decode: JSON %zu bytes p50 %.2f us, CBOR %zu bytes p50 %.2f us\n",
+                c.name.c_str(), body.size(), decoding[0].p50_us, cbor.size(), decoding[1].p50_us);
+    result[c.name]["event_decode"] = {{"json_bytes", body.size()},
+                                      {"json", ToJson(decoding[0])},
+                                      {"cbor_bytes", cbor.size()},
+                                      {"cbor", ToJson(decoding[1])}};
 
     // Micro-batching: the same function with batching off and on, at 1, 8 and 64 clients.
     std::ofstream(dir + "/model.yaml")

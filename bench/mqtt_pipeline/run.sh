@@ -24,7 +24,8 @@
 # the stock relay gets --nodelay like the other clients), BROKER_CPUS / LOAD_CPUS /
 # RELAY_CPUS / NODE_CPUS (taskset -c lists; empty = not pinned), NICE (e.g. -10: every process
 # of the benchmark at that priority, to keep other work on a shared machine from dominating the
-# figures; needs root), WISPD, MQTT_LOAD.
+# figures; needs root), OUTBOX (empty: the node's default; "false": wispd with mqtt.outbox off,
+# i.e. emits published directly, for a before/after of the action outbox), WISPD, MQTT_LOAD.
 #
 # Output: a table, the ratios and goals, and a last line `RESULT {...json...}`. Exits 1 when a
 # path cannot be set up, stalls, or loses a QoS 1 message (after printing what it measured).
@@ -262,6 +263,9 @@ log_level: warn
 mqtt:
   client_id: wisp-bench-$name-$$
 EOF
+  if [[ -n "${OUTBOX:-}" ]]; then
+    echo "  outbox: $OUTBOX" >>"$TMP/wisp-$name.yaml"
+  fi
   log "$name: $WISPD --shards $SHARDS --broker mqtt://127.0.0.1:$BROKER_PORT --deploy functions/$name"
   spawn "$NODE_CPUS" "$WISPD" --listen 127.0.0.1:0 --data "$data" --config "$TMP/wisp-$name.yaml" \
     --shards "$SHARDS" --broker "mqtt://127.0.0.1:$BROKER_PORT" --deploy "$HERE/functions/$name" \

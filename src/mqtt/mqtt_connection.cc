@@ -181,6 +181,7 @@ Status MqttConnection::Configure() {
   mosquitto_disconnect_v5_callback_set(mosq_, &MqttConnection::OnDisconnect);
   mosquitto_message_v5_callback_set(mosq_, &MqttConnection::OnMessage);
   mosquitto_subscribe_v5_callback_set(mosq_, &MqttConnection::OnSubscribe);
+  mosquitto_publish_v5_callback_set(mosq_, &MqttConnection::OnPublish);
   mosquitto_log_callback_set(mosq_, &MqttConnection::OnLog);
   return Status::Ok();
 }
@@ -360,7 +361,7 @@ Status MqttConnection::Unsubscribe(std::string topic_filter, std::string share_g
 }
 
 Status MqttConnection::Publish(std::string_view topic, std::string_view payload, int qos,
-                               bool retain, std::string_view content_type) {
+                               bool retain, std::string_view content_type, int* mid) {
   if (qos < 0 || qos > 2) return InvalidArgument("MQTT QoS must be 0, 1 or 2");
   if (payload.size() > static_cast<std::size_t>(INT_MAX)) {
     return InvalidArgument("MQTT payload too large");
@@ -376,7 +377,7 @@ Status MqttConnection::Publish(std::string_view topic, std::string_view payload,
       return CallError(rc, "content type '" + std::string(content_type) + "'", url_);
     }
   }
-  int rc = mosquitto_publish_v5(mosq_, nullptr, topic_z.c_str(), static_cast<int>(payload.size()),
+  int rc = mosquitto_publish_v5(mosq_, mid, topic_z.c_str(), static_cast<int>(payload.size()),
                                 payload.data(), qos, retain, props);
   mosquitto_property_free_all(&props);
   if (rc != MOSQ_ERR_SUCCESS) return CallError(rc, "publish to '" + topic_z + "'", url_);
@@ -490,6 +491,17 @@ void MqttConnection::OnSubscribe(mosquitto*, void* obj, int mid, int count, cons
       spdlog::warn("mqtt: {}", text);
       self->SetLastError(text);
     }
+  }
+}
+
+void MqttConnection::OnPublish(mosquitto*, void* obj, int mid, int reason_code,
+                               const mosquitto_property*) {
+  auto* self = static_cast<MqttConnection*>(obj);
+  if (!self->on_published_) return;
+  try {  // an exception must not unwind through libmosquitto's C frames
+    self->on_published_(mid, reason_code);
+  } catch (const std::exception& e) {
+    spdlog::error("mqtt: published handler for mid {} threw: {}", mid, e.what());
   }
 }
 

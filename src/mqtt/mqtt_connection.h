@@ -117,15 +117,25 @@ class MqttConnection {
   // Publishes a message; with `content_type`, sets the MQTT 5 Content Type property.
   // Unavailable when not connected (nothing is queued). OK means libmosquitto has queued the
   // message for the network thread, not that the broker has it: nothing here survives a crash
-  // of this process (a durable outbox is a later stage).
+  // of this process (the node's action outbox, src/node/action_outbox.h, does). With `mid`, sets
+  // it to the packet id that the published handler reports once the broker acknowledged a
+  // QoS 1/2 message. libmosquitto keeps a QoS 1/2 message that it has taken across a reconnect
+  // and sends it again (same packet id) after the next CONNACK.
   Status Publish(std::string_view topic, std::string_view payload, int qos, bool retain,
-                 std::string_view content_type = {});
+                 std::string_view content_type = {}, int* mid = nullptr);
 
   // Called on the network thread after each accepted CONNACK (subscriptions re-sent), before
   // any message of that connection is handled; may Publish, not Stop/Subscribe. Set it before
   // Start().
   void SetConnectedHandler(std::function<void()> on_connected) {
     on_connected_ = std::move(on_connected);
+  }
+
+  // Called on the network thread when the broker acknowledged packet `mid` (PUBACK for QoS 1,
+  // PUBCOMP for QoS 2; for QoS 0 when the packet was written); `reason_code` >= 0x80 is the
+  // broker's refusal. Must not block, Stop or Subscribe; may Publish. Set it before Start().
+  void SetPublishedHandler(std::function<void(int mid, int reason_code)> on_published) {
+    on_published_ = std::move(on_published);
   }
 
   // State for metrics and health checks.
@@ -153,12 +163,15 @@ class MqttConnection {
                         const mqtt5__property* props);
   static void OnSubscribe(mosquitto*, void* obj, int mid, int count, const int* granted,
                           const mqtt5__property* props);
+  static void OnPublish(mosquitto*, void* obj, int mid, int reason_code,
+                        const mqtt5__property* props);
   static void OnLog(mosquitto*, void* obj, int level, const char* text);
 
   const MqttOptions options_;
   const MqttUrl url_;
   const MessageHandler on_message_;
   std::function<void()> on_connected_;
+  std::function<void(int, int)> on_published_;
   mosquitto* mosq_ = nullptr;
   std::thread network_thread_;  // started/joined by Start/Stop, which hold lifecycle_mu_
   std::atomic<std::thread::id> network_thread_id_{};  // to refuse Stop() from the handler

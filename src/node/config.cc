@@ -289,6 +289,11 @@ Status ReadConfig(ConfigReader& root, NodeConfig* c) {
   int max_backlog = static_cast<int>(c->mqtt.max_backlog);
   RETURN_IF_ERROR(mqtt.Int("max_backlog", &max_backlog, 1, 10'000'000));
   c->mqtt.max_backlog = max_backlog;
+  RETURN_IF_ERROR(mqtt.Bool("outbox", &c->mqtt.outbox));
+  RETURN_IF_ERROR(mqtt.Bytes("outbox_max_bytes", &c->mqtt.outbox_max_bytes));
+  if (c->mqtt.outbox_max_bytes < 4096) {
+    return mqtt.Error("outbox_max_bytes", "must be at least 4Ki");
+  }
   RETURN_IF_ERROR(mqtt.CheckNoUnknownKeys());
   ASSIGN_OR_RETURN(ConfigReader actions, root.Child("actions"));
   RETURN_IF_ERROR(actions.StringList("http_allow", &c->actions.http_allow));

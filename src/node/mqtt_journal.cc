@@ -15,7 +15,7 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
-#include "archive/archive_format.h"  // Crc32c
+#include "node/framed_log.h"
 
 namespace wisp {
 namespace fs = std::filesystem;
@@ -23,53 +23,21 @@ namespace fs = std::filesystem;
 namespace {
 
 constexpr std::string_view kJournalMagic{"WISPJR\x01\n", 8};
-constexpr std::size_t kFrameBytes = 8;  // u32 body length, u32 CRC32C of the body
 // seq, qos, retain, time, lengths of topic, content type and function list
 constexpr std::size_t kFixedBodyBytes = 8 + 1 + 1 + 8 + 2 + 2 + 2;
 constexpr std::uint32_t kMaxEntryBytes = 300u << 20;  // > the largest MQTT payload (256 MiB)
 
-template <typename Int>
-void Put(std::string* out, Int value) {
-  for (std::size_t i = 0; i < sizeof(Int); ++i) {
-    out->push_back(static_cast<char>((static_cast<std::uint64_t>(value) >> (8 * i)) & 0xff));
-  }
-}
-template <typename Int>
-Int Get(const char* p) {
-  std::uint64_t v = 0;
-  for (std::size_t i = 0; i < sizeof(Int); ++i) {
-    v |= static_cast<std::uint64_t>(static_cast<unsigned char>(p[i])) << (8 * i);
-  }
-  return static_cast<Int>(v);
-}
+using framed_log::Get;
+using framed_log::Put;
 
 Status WriteAll(int fd, std::string_view bytes, const std::string& path) {
-  while (!bytes.empty()) {
-    const ssize_t n = ::write(fd, bytes.data(), bytes.size());
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return IoError(fmt::format("mqtt journal: cannot write {}: {}", path, std::strerror(errno)));
-    }
-    bytes.remove_prefix(static_cast<std::size_t>(n));
-  }
-  return Status::Ok();
+  return framed_log::WriteAll(fd, bytes, path, "mqtt journal");
 }
 
-std::string ReadFile(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-}
+std::string ReadFile(const fs::path& path) { return framed_log::ReadWholeFile(path); }
 
-// "123.jnl" -> 123; 0 for any other name.
 std::uint64_t SegmentFirstSeq(const fs::path& path) {
-  if (path.extension() != ".jnl") return 0;
-  const std::string stem = path.stem().string();
-  std::uint64_t value = 0;
-  for (char c : stem) {
-    if (c < '0' || c > '9') return 0;
-    value = value * 10 + static_cast<std::uint64_t>(c - '0');
-  }
-  return value;
+  return framed_log::SegmentFirstSeq(path, ".jnl");
 }
 
 }  // namespace
@@ -84,10 +52,7 @@ void EncodeJournalEntry(std::uint64_t seq, const MqttDelivery& delivery,
   const std::size_t topic = std::min<std::size_t>(delivery.topic.size(), 0xffff);
   const std::size_t ct = std::min<std::size_t>(delivery.content_type.size(), 0xffff);
   const std::size_t fns = std::min<std::size_t>(functions.size(), 0xffff);
-  const std::size_t body_size = kFixedBodyBytes + topic + ct + fns + delivery.payload.size();
-  const std::size_t start = out->size();
-  Put<std::uint32_t>(out, static_cast<std::uint32_t>(body_size));
-  Put<std::uint32_t>(out, 0);  // the CRC, filled in below
+  const std::size_t start = framed_log::BeginFrame(out);
   Put<std::uint64_t>(out, seq);
   out->push_back(static_cast<char>(delivery.qos));
   out->push_back(static_cast<char>(delivery.retain ? 1 : 0));
@@ -101,20 +66,17 @@ void EncodeJournalEntry(std::uint64_t seq, const MqttDelivery& delivery,
   out->append(delivery.content_type, 0, ct);
   out->append(functions, 0, fns);
   out->append(delivery.payload);
-  const std::uint32_t crc = Crc32c(std::string_view(*out).substr(start + kFrameBytes, body_size));
-  for (std::size_t i = 0; i < 4; ++i) (*out)[start + 4 + i] = static_cast<char>(crc >> (8 * i));
+  framed_log::EndFrame(out, start);
 }
 
 bool DecodeJournalEntry(std::string_view bytes, std::size_t offset, std::uint64_t* seq,
                         JournalEntry* entry, std::size_t* next) {
-  if (offset > bytes.size() || bytes.size() - offset < kFrameBytes) return false;
-  const char* p = bytes.data() + offset;
-  const auto body_size = Get<std::uint32_t>(p);
-  const auto crc = Get<std::uint32_t>(p + 4);
-  if (body_size < kFixedBodyBytes || body_size > kMaxEntryBytes) return false;
-  if (bytes.size() - offset - kFrameBytes < body_size) return false;  // torn tail
-  const std::string_view body = bytes.substr(offset + kFrameBytes, body_size);
-  if (Crc32c(body) != crc) return false;
+  std::string_view body;
+  std::size_t end = 0;
+  if (!framed_log::ReadFrame(bytes, offset, kFixedBodyBytes, kMaxEntryBytes, &body, &end)) {
+    return false;
+  }
+  const std::size_t body_size = body.size();
   const char* b = body.data();
   const std::size_t topic = Get<std::uint16_t>(b + 18);
   const std::size_t ct = Get<std::uint16_t>(b + 20);
@@ -140,7 +102,7 @@ bool DecodeJournalEntry(std::string_view bytes, std::size_t offset, std::uint64_
     entry->functions.emplace_back(functions.substr(0, comma));
     functions = comma == std::string_view::npos ? std::string_view() : functions.substr(comma + 1);
   }
-  *next = offset + kFrameBytes + body_size;
+  *next = end;
   return true;
 }
 

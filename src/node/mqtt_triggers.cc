@@ -84,6 +84,24 @@ Result<std::unique_ptr<MqttTriggers>> MqttTriggers::Create(const MqttConfig& con
   ASSIGN_OR_RETURN(triggers->connection_,
                    MqttConnection::Create(
                        options, [self](const MqttMessage& message) { self->OnMessage(message); }));
+  if (config.outbox) {
+    OutboxOptions outbox_options;
+    outbox_options.dir = (std::filesystem::path(services.config->data_dir) / "outbox").string();
+    outbox_options.sync = config.journal_sync;
+    outbox_options.max_bytes = config.outbox_max_bytes;
+    outbox_options.broker = triggers->connection_->url().ToString();
+    OutboxTransport transport;
+    MqttConnection* connection = triggers->connection_.get();
+    transport.connected = [connection] { return connection->connected(); };
+    transport.publish = [connection](std::string_view topic, std::string_view payload,
+                                     std::string_view content_type, int qos, bool retain,
+                                     int* mid) {
+      return connection->Publish(topic, payload, qos, retain, content_type, mid);
+    };
+    ASSIGN_OR_RETURN(triggers->outbox_, ActionOutbox::Open(outbox_options, std::move(transport)));
+    triggers->connection_->SetPublishedHandler(
+        [self](int mid, int reason_code) { self->outbox_->OnPublished(mid, reason_code); });
+  }
   triggers->collector_id_ = services.metrics->AddCollector([self](std::string& out) {
     const MqttConnection& c = *self->connection_;
     AppendMetricFamily(out, "wisp_mqtt_connected", "gauge",
@@ -96,17 +114,35 @@ Result<std::unique_ptr<MqttTriggers>> MqttTriggers::Create(const MqttConfig& con
                        "MQTT messages handed to the broker connection (actions, dead letters).");
     fmt::format_to(std::back_inserter(out), "wisp_mqtt_messages_published_total {}\n",
                    c.published());
+    const ActionOutbox* outbox = self->outbox_.get();
+    if (outbox == nullptr) return;
+    AppendMetricFamily(out, "wisp_outbox_pending_messages", "gauge",
+                       "Emitted MQTT messages in the outbox, not yet acknowledged by the broker.");
+    fmt::format_to(std::back_inserter(out), "wisp_outbox_pending_messages {}\n",
+                   outbox->pending_messages());
+    AppendMetricFamily(out, "wisp_outbox_pending_bytes", "gauge",
+                       "Bytes of the outbox's pending messages (limit mqtt.outbox_max_bytes).");
+    fmt::format_to(std::back_inserter(out), "wisp_outbox_pending_bytes {}\n",
+                   outbox->pending_bytes());
+    AppendMetricFamily(out, "wisp_outbox_replayed_total", "counter",
+                       "Queued emits sent after a broker outage or a restart.");
+    fmt::format_to(std::back_inserter(out), "wisp_outbox_replayed_total {}\n", outbox->replayed());
+    AppendMetricFamily(out, "wisp_outbox_rejected_total", "counter",
+                       "Emits refused because the outbox was full, or dropped as unsendable.");
+    fmt::format_to(std::back_inserter(out), "wisp_outbox_rejected_total {}\n", outbox->rejected());
   });
   return triggers;
 }
 
 Status MqttTriggers::Start() {
-  if (journal_) {
-    // What the last run acknowledged and did not finish runs first, once connected (so that
-    // the actions it emits can be published), before any new message; journaled again so
-    // that a crash now loses nothing either.
-    auto unfinished = std::make_shared<std::vector<JournalEntry>>(journal_->Recover());
+  auto unfinished = std::make_shared<std::vector<JournalEntry>>();
+  if (journal_) *unfinished = journal_->Recover();
+  // Once connected: first the emits waiting in the outbox (the last run's included), then what
+  // the last run acknowledged and did not finish (so that the actions it emits go behind them),
+  // before any new message; journaled again so that a crash now loses nothing either.
+  if (journal_ || outbox_) {
     connection_->SetConnectedHandler([this, unfinished] {
+      if (outbox_) outbox_->OnConnected();
       if (unfinished->empty()) return;
       spdlog::info("mqtt: running {} message(s) acknowledged but not handled by the last run",
                    unfinished->size());
@@ -247,8 +283,9 @@ void MqttTriggers::Dispatch(std::shared_ptr<const MqttDelivery> delivery,
 
 Status MqttTriggers::Publish(std::string_view topic, std::string_view payload,
                              const EmitOptions& options) {
-  return connection_->Publish(topic, payload, options.qos, options.retain,
-                              LooksLikeJson(payload) ? "application/json" : "");
+  const std::string_view content_type = LooksLikeJson(payload) ? "application/json" : "";
+  if (outbox_) return outbox_->Emit(topic, payload, content_type, options.qos, options.retain);
+  return connection_->Publish(topic, payload, options.qos, options.retain, content_type);
 }
 
 void MqttTriggers::PublishDeadLetter(const std::string& function, const MqttDelivery& delivery,

@@ -25,6 +25,7 @@
 #include <vector>
 
 #include "mqtt/mqtt_connection.h"
+#include "node/action_outbox.h"
 #include "node/mqtt_journal.h"
 #include "node/shard.h"
 
@@ -46,7 +47,8 @@ class MqttTriggers {
   // Subscribes to what the catalog's functions need now and unsubscribes from the rest.
   void Sync();
 
-  // For ctx.emit: Unavailable when disconnected.
+  // For ctx.emit: through the action outbox (queued durably while disconnected; its errors
+  // when full); with mqtt.outbox off, Unavailable when disconnected.
   Status Publish(std::string_view topic, std::string_view payload, const EmitOptions& options);
   // Publishes a dead letter to config.dead_letter_topic, if one is set.
   void PublishDeadLetter(const std::string& function, const MqttDelivery& delivery,
@@ -66,6 +68,7 @@ class MqttTriggers {
   std::vector<Shard*> shards_;
   std::unique_ptr<MqttJournal> journal_;  // null when mqtt.journal is off
   std::unique_ptr<MqttConnection> connection_;
+  std::unique_ptr<ActionOutbox> outbox_;        // null when mqtt.outbox is off; after connection_
   int collector_id_ = -1;                       // this connection's metrics in services_.metrics
   std::atomic<std::int64_t> give_up_at_ns_{0};  // steady clock; 0 = wait for ever
 

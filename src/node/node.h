@@ -34,6 +34,10 @@ struct MqttConfig {
   bool journal = true;
   bool journal_sync = false;         // fdatasync each entry (power loss), not only write (crashes)
   std::int64_t max_backlog = 10000;  // journaled, unfinished messages before reading pauses
+  // Emits are kept in <data>/outbox until the broker has them (src/node/action_outbox.h); off:
+  // an emit while disconnected is dropped (logged and counted), QoS 1 lives only in memory.
+  bool outbox = true;
+  std::uint64_t outbox_max_bytes = 256ull << 20;  // pending emits; past it ctx.emit fails
 };
 
 // Where handlers' ctx.http_post and async-invoke callbacks may send, and how (docs/config.md).

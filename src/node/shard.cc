@@ -574,7 +574,12 @@ Status Shard::Host::Emit(std::string_view topic, std::string_view payload,
       metrics_->emit_failures.Add();
       fn_->log->Append(LogLevel::kWarn,
                        fmt::format("emit {} not sent: {}", topic, published.message()));
-      return Status::Ok();  // the handler carries on; a durable outbox is a later stage
+      // With the outbox an error means the emit was refused (full, disk, malformed): the
+      // handler must know. Without it, the handler carries on as before (documented loss).
+      if (shard_.services_.config != nullptr && shard_.services_.config->mqtt.outbox) {
+        return published;
+      }
+      return Status::Ok();
     }
     metrics_->emits.Add();
     return Status::Ok();

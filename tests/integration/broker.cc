@@ -87,12 +87,14 @@ Status Broker::Start() {
   std::string conf = "listener " + std::to_string(port_) +
                      " 127.0.0.1\n"
                      "allow_anonymous true\n"
-                     "persistence false\n"
                      "log_dest file " +
                      log_path +
                      "\n"
                      "log_type all\n"
                      "log_timestamp_format %H:%M:%S\n";
+  conf += persistence_
+              ? "persistence true\npersistence_location " + dir_.path() + "/\nautosave_interval 0\n"
+              : "persistence false\n";
   if (!tls_cert_.empty()) {
     conf += "certfile " + tls_cert_ + "\nkeyfile " + tls_key_ + "\n";
     if (!tls_client_ca_.empty()) {
@@ -140,6 +142,18 @@ void Broker::Stop() {
   int status = 0;
   ::waitpid(pid_, &status, 0);
   pid_ = -1;
+}
+
+void Broker::StopGracefully() {
+  if (pid_ <= 0) return;
+  ::kill(pid_, SIGTERM);
+  int status = 0;
+  ::waitpid(pid_, &status, 0);
+  pid_ = -1;
+}
+
+void Broker::Freeze() {
+  if (pid_ > 0) ::kill(pid_, SIGSTOP);
 }
 
 Status Broker::Restart() {

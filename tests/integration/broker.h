@@ -26,6 +26,15 @@ class Broker {
   // Stop, then Start on the same port. The broker forgets its sessions (persistence false).
   Status Restart();
 
+  // Before Start: keep sessions and queued QoS 1 messages in <temp dir>/mosquitto.db across
+  // a StopGracefully() and the next Start (mosquitto writes the file when it exits cleanly).
+  void UsePersistence() { persistence_ = true; }
+  // SIGTERM and wait: the broker disconnects its clients and, with persistence, saves them.
+  void StopGracefully();
+  // SIGSTOP: the broker keeps its connections open but reads and answers nothing (a hung
+  // broker); Stop() still kills it.
+  void Freeze();
+
   // Before Start: serve MQTT over TLS with this certificate and key; when `client_ca_file` is
   // given, require client certificates that chain to it.
   void UseTls(std::string cert_file, std::string key_file, std::string client_ca_file = "");
@@ -41,6 +50,7 @@ class Broker {
   int port_ = 0;
   pid_t pid_ = -1;
   std::string tls_cert_, tls_key_, tls_client_ca_;
+  bool persistence_ = false;
 };
 
 }  // namespace wisp::testing

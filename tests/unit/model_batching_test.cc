@@ -25,27 +25,8 @@ using testing::ModelPath;
 using testing::ReadFile;
 using testing::RecordingHost;
 
-class ModelBatchingTest : public ::testing::Test {
+class ModelBatchingTest : public testing::ModelFunctionTest {
  protected:
-  void SetUp() override {
-    RegisterBuiltinExtensions();
-    char pattern[] = "/tmp/wisp-model-batching-XXXXXX";
-    ASSERT_NE(mkdtemp(pattern), nullptr);
-    dir_ = pattern;
-  }
-  void TearDown() override { std::filesystem::remove_all(dir_); }
-
-  FunctionSpecPtr Spec(const std::string& name, int concurrency = 64) {
-    auto spec = std::make_shared<FunctionSpec>();
-    spec->name = name;
-    spec->runtime = "model";
-    spec->handler_file = "model.yaml";
-    spec->concurrency_max = concurrency;
-    return spec;
-  }
-  void Write(const std::string& file, const std::string& text) {
-    std::ofstream(dir_ + "/" + file, std::ios::binary) << text;
-  }
   Result<InstancePtr> Create(const std::string& name, const std::string& yaml,
                              int concurrency = 64) {
     Write("model.yaml", yaml);
@@ -88,7 +69,6 @@ class ModelBatchingTest : public ::testing::Test {
     return events;
   }
 
-  std::string dir_;
   FakeStateStore store_;
   RecordingHost host_{&store_};
   boost::asio::io_context io_;

@@ -24,27 +24,8 @@ using testing::ModelPath;
 using testing::ReadFile;
 using testing::RecordingHost;
 
-class ModelRuntimeTest : public ::testing::Test {
+class ModelRuntimeTest : public testing::ModelFunctionTest {
  protected:
-  void SetUp() override {
-    RegisterBuiltinExtensions();
-    char pattern[] = "/tmp/wisp-model-runtime-XXXXXX";
-    ASSERT_NE(mkdtemp(pattern), nullptr);
-    dir_ = pattern;
-  }
-  void TearDown() override { std::filesystem::remove_all(dir_); }
-
-  FunctionSpecPtr Spec(const std::string& name) {
-    auto spec = std::make_shared<FunctionSpec>();
-    spec->name = name;
-    spec->runtime = "model";
-    spec->handler_file = "model.yaml";
-    spec->handler_entry = "handle";
-    return spec;
-  }
-  void Write(const std::string& file, const std::string& text) {
-    std::ofstream(dir_ + "/" + file, std::ios::binary) << text;
-  }
   Result<Reply> Call(Instance& instance, const json& body) {
     Event event;
     std::string text = body.dump();
@@ -53,7 +34,6 @@ class ModelRuntimeTest : public ::testing::Test {
     return instance.Invoke(event, host_);
   }
 
-  std::string dir_;
   FakeStateStore store_;
   RecordingHost host_{&store_};
 };

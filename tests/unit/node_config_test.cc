@@ -12,6 +12,15 @@ TEST(NodeConfigTest, EmptyConfigGivesEmbeddedDefaults) {
   EXPECT_EQ(config->listen_port, 8080);
   EXPECT_EQ(config->state_backend, "sqlite");
   EXPECT_EQ(config->http.max_body_bytes, 1u << 20);
+  EXPECT_TRUE(config->mqtt.outbox);
+  EXPECT_EQ(config->mqtt.outbox_max_bytes, 256ull << 20);
+}
+
+TEST(NodeConfigTest, ReadsTheOutboxSettings) {
+  auto config = ParseNodeConfig("mqtt:\n  outbox: false\n  outbox_max_bytes: 64Mi\n", "node.yaml");
+  ASSERT_TRUE(config.ok()) << config.status().ToString();
+  EXPECT_FALSE(config->mqtt.outbox);
+  EXPECT_EQ(config->mqtt.outbox_max_bytes, 64ull << 20);
 }
 
 TEST(NodeConfigTest, ReadsEverySetting) {
@@ -88,6 +97,8 @@ TEST(NodeConfigTest, ErrorsNameTheKey) {
       {"http: {colour: blue}", "http.colour: unknown key"},
       {"state: {sync: sometimes}", "state.sync"},
       {"mqtt: {brokr: x}", "mqtt.brokr: unknown key"},
+      {"mqtt: {outbox_max_bytes: 1Ki}", "mqtt.outbox_max_bytes: must be at least 4Ki"},
+      {"mqtt: {outbox: maybe}", "mqtt.outbox"},
       {"listn: 1", "listn: unknown key"},
       {"actions: {http_allow: http://x}", "actions.http_allow: expected a list"},
       {"actions: {http_allow: [\"ftp://x\"]}", "actions.http_allow: 'ftp://x'"},

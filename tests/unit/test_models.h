@@ -2,9 +2,18 @@
 // unit tests of the inference backend, the model registry and model functions.
 #pragma once
 
+#include <stdlib.h>
+
+#include <filesystem>
 #include <fstream>
+#include <memory>
 #include <sstream>
 #include <string>
+
+#include <gtest/gtest.h>
+
+#include "extensions/builtin.h"
+#include "wisp/function_spec.h"
 
 namespace wisp::testing {
 
@@ -19,5 +28,33 @@ inline std::string ReadFile(const std::string& path) {
   out << in.rdbuf();
   return out.str();
 }
+
+// A fixture for model functions: the built-in extensions, a private directory for a
+// function's files (removed afterwards) and the spec of a `runtime: model` function.
+class ModelFunctionTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    RegisterBuiltinExtensions();
+    char pattern[] = "/tmp/wisp-model-function-XXXXXX";
+    ASSERT_NE(mkdtemp(pattern), nullptr);
+    dir_ = pattern;
+  }
+  void TearDown() override { std::filesystem::remove_all(dir_); }
+
+  FunctionSpecPtr Spec(const std::string& name, int concurrency = 1) const {
+    auto spec = std::make_shared<FunctionSpec>();
+    spec->name = name;
+    spec->runtime = "model";
+    spec->handler_file = "model.yaml";
+    spec->handler_entry = "handle";
+    spec->concurrency_max = concurrency;
+    return spec;
+  }
+  void Write(const std::string& file, const std::string& text) const {
+    std::ofstream(dir_ + "/" + file, std::ios::binary) << text;
+  }
+
+  std::string dir_;
+};
 
 }  // namespace wisp::testing
