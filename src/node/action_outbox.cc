@@ -330,6 +330,13 @@ void ActionOutbox::OnPublished(int mid, int reason_code) {
     DoneLocked(it);
   }
   SendLocked();
+  sent_cv_.notify_all();
+}
+
+bool ActionOutbox::WaitUntilSent(std::chrono::milliseconds timeout) {
+  std::unique_lock lock(mu_);
+  return sent_cv_.wait_for(lock, timeout,
+                           [&] { return in_flight_.empty() && (down_ || waiting_.load() == 0); });
 }
 
 }  // namespace wisp

@@ -42,6 +42,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -96,6 +97,10 @@ class ActionOutbox {
   void OnConnected();
   // The broker acknowledged packet `mid`; `reason_code` >= 0x80 is a refusal.
   void OnPublished(int mid, int reason_code);
+  // For a clean stop: waits until every message handed to the broker has been acknowledged and,
+  // while connected, nothing waits to be sent, or `timeout` passes. False on timeout (what is
+  // left is sent by the next run). Not on the network thread (its callbacks end the wait).
+  bool WaitUntilSent(std::chrono::milliseconds timeout);
 
   std::int64_t pending_messages() const { return pending_messages_.load(kRelaxed); }
   std::int64_t pending_bytes() const { return pending_bytes_.load(kRelaxed); }
@@ -127,6 +132,7 @@ class ActionOutbox {
   const OutboxTransport transport_;
 
   std::mutex mu_;                                     // guards everything below that is not atomic
+  std::condition_variable sent_cv_;                   // in_flight_ or waiting_ went down
   std::map<std::uint64_t, Entry> pending_;            // by seq: not done yet
   std::unordered_map<int, std::uint64_t> in_flight_;  // packet id -> seq, awaiting the broker
   std::uint64_t next_seq_ = 1;

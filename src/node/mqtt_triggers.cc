@@ -156,10 +156,20 @@ Status MqttTriggers::Start() {
   return connection_->Start();
 }
 
+namespace {
+constexpr std::chrono::milliseconds kOutboxStopWait{2000};
+}  // namespace
+
 void MqttTriggers::Stop(std::chrono::milliseconds wait_for_running) {
   // A QoS 1 message being run is waited for (its shards are still running) so that it is
   // acknowledged; only a function stuck past `wait_for_running` is given up on.
   give_up_at_ns_ = (std::chrono::steady_clock::now() + wait_for_running).time_since_epoch().count();
+  // Emits the broker has not acknowledged yet would be sent again by the next run (at least
+  // once); a clean stop waits a little for their PUBACKs so that a restart sends no duplicates.
+  if (outbox_ && !outbox_->WaitUntilSent(std::min(wait_for_running, kOutboxStopWait))) {
+    spdlog::info("mqtt outbox: stopping with {} message(s) unacknowledged; the next run sends them",
+                 outbox_->pending_messages());
+  }
   if (connection_) connection_->Stop();
 }
 

@@ -49,6 +49,7 @@ functions:
     runtime: process
     handler: ./bomb.py:handle
     limits: { memory: 128Mi, timeout: 3s }
+    scale: { max: 1 }  # the autoscaler must not add an instance: the test counts processes
   writer:
     runtime: process
     handler: ./writer.py:handle

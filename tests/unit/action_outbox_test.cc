@@ -5,6 +5,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <thread>
 
 #include "node/framed_log.h"
 #include "node/outbox_format.h"
@@ -158,6 +159,23 @@ TEST_F(ActionOutboxTest, EmitsWhileDownAreSentInOrderOnConnectAndDoneWhenAcknowl
   outbox->OnPublished(broker_.sent.back().mid, 0);
   outbox.reset();
   EXPECT_TRUE(Segments().empty()) << "everything was done";
+}
+
+// A clean stop waits for the broker's acknowledgements (MqttTriggers::Stop), so that a restart
+// does not send again what the broker already has.
+TEST_F(ActionOutboxTest, WaitUntilSentEndsWhenTheLastAcknowledgementArrives) {
+  broker_.up = true;
+  auto outbox = Open();
+  ASSERT_NE(outbox, nullptr);
+  outbox->OnConnected();
+  EXPECT_TRUE(outbox->WaitUntilSent(std::chrono::milliseconds(0))) << "nothing in flight";
+  ASSERT_TRUE(outbox->Emit("a", "1", "", 1, false).ok());
+  ASSERT_EQ(broker_.sent.size(), 1u);
+  EXPECT_FALSE(outbox->WaitUntilSent(std::chrono::milliseconds(20))) << "not acknowledged yet";
+  std::thread ack([&] { outbox->OnPublished(broker_.sent[0].mid, 0); });
+  EXPECT_TRUE(outbox->WaitUntilSent(std::chrono::seconds(30)));
+  ack.join();
+  EXPECT_EQ(outbox->pending_messages(), 0);
 }
 
 TEST_F(ActionOutboxTest, ConnectedQos0NeverTouchesTheDisk) {
