@@ -1,5 +1,6 @@
 #include "inference/onnx_rewrite.h"
 
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
 #include <map>
@@ -126,6 +127,7 @@ Result<std::optional<Matrix>> ReadMatrix(std::string_view tensor) {
       raw = f.bytes;
     } else if (f.number == kTensorFloatData && f.wire_type == kLengthDelimited) {
       const std::size_t count = f.bytes.size() / sizeof(float);
+      if (count == 0) return Status::Ok();  // memcpy may not be given null, even for 0 bytes
       const std::size_t at = floats.size();
       floats.resize(at + count);
       std::memcpy(floats.data() + at, f.bytes.data(), count * sizeof(float));
@@ -140,6 +142,14 @@ Result<std::optional<Matrix>> ReadMatrix(std::string_view tensor) {
   }));
   if (external || data_type != kTensorFloat || dims.size() != 2 || dims[0] <= 0 || dims[1] <= 0 ||
       m.name.empty()) {
+    return std::optional<Matrix>();
+  }
+  // The data must hold rows x cols values, so the dimensions are bounded by the bytes given;
+  // checked before multiplying, so that huge dimensions cannot wrap around to a small product.
+  const std::uint64_t available =
+      std::max<std::uint64_t>(raw.size() / sizeof(float), floats.size());
+  if (static_cast<std::uint64_t>(dims[0]) > available ||
+      static_cast<std::uint64_t>(dims[1]) > available / static_cast<std::uint64_t>(dims[0])) {
     return std::optional<Matrix>();
   }
   m.rows = dims[0];
