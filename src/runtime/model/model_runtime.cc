@@ -419,7 +419,8 @@ class ModelInstance final : public Instance {
     if (doc == nullptr) {
       parsed = json::parse(event.body, nullptr, /*allow_exceptions=*/false);
       if (parsed.is_discarded()) {
-        return FunctionError("a model function needs a JSON or CBOR event (its fields become the tensor)");
+        return FunctionError(
+            "a model function needs a JSON or CBOR event (its fields become the tensor)");
       }
       doc = &parsed;
     }
