@@ -116,6 +116,28 @@ TEST_F(ModelRuntimeTest, InstancesOnOneThreadShareASession) {
   EXPECT_TRUE(json::parse(r1->body)["outputs"]["y"].is_array());
 }
 
+// A model whose first dimension is not a batch (an LSTM over [T=5, N=1, 3]): one call's 15
+// numbers are fitted to the declared shape as they are, and the outputs match numpy.
+TEST_F(ModelRuntimeTest, SequenceModelTakesTheWholeEventAsItsInput) {
+  Write("lstm.onnx", ReadFile(ModelPath("lstm.onnx")));
+  Write("model.yaml", "file: ./lstm.onnx\ninput: {field: x}\noutput: {kind: raw}\n");
+  auto instance = MakeModelRuntime(nullptr)->CreateInstance(Spec("lstm"), dir_);
+  ASSERT_TRUE(instance.ok()) << instance.status().ToString();
+  const json expected = json::parse(ReadFile(ModelPath("lstm.expected.json")));
+  for (const json& c : expected["cases"]) {
+    auto reply = Call(**instance, json{{"x", c["inputs"]["x"]["data"]}});
+    ASSERT_TRUE(reply.ok()) << reply.status().ToString();
+    const auto got = json::parse(reply->body)["outputs"]["y"].flatten();
+    const auto want = c["outputs"]["y"]["data"].get<std::vector<double>>();
+    ASSERT_EQ(got.size(), want.size()) << reply->body;
+    std::size_t i = 0;
+    for (const auto& [path, value] : got.items()) {
+      (void)path;
+      EXPECT_NEAR(value.get<double>(), want[i++], 1e-4);
+    }
+  }
+}
+
 TEST_F(ModelRuntimeTest, RefusesBadConfigsAndEvents) {
   Write("model.yaml", "file: ./missing.onnx\ninput: {fields: [a]}\n");
   EXPECT_EQ(MakeModelRuntime(nullptr)->CreateInstance(Spec("m"), dir_).status().code(),

@@ -491,29 +491,29 @@ class ModelInstance final : public Instance {
   // One call alone: on the function's session, or on the version its channel picks. A canary
   // call that fails where stable succeeds is answered by stable and counted against the canary.
   Result<Answer> AnswerOne(std::vector<float> row) {
-    if (!router_) return RunRows(*session_, std::move(row), 1, 0, "");
+    if (!router_) return RunOne(*session_, std::move(row), "");
     RETURN_IF_ERROR(router_->Refresh());
     bool canary = false;
     const std::shared_ptr<ModelSession> session = router_->Pick(canary);
-    if (!canary) return RunRows(*session, std::move(row), 1, 0, router_->StableVersion());
+    if (!canary) return RunOne(*session, std::move(row), router_->StableVersion());
     std::vector<float> kept = row;
-    auto answer = RunRows(*session, std::move(row), 1, 0, router_->CanaryVersion());
+    auto answer = RunOne(*session, std::move(row), router_->CanaryVersion());
     if (answer.ok()) {
       router_->RecordCanary(/*failed=*/false);
       return answer;
     }
     // Only a failure stable does not share counts against the canary (a bad event fails both).
-    auto fallback = RunRows(*router_->Stable(), std::move(kept), 1, 0, router_->StableVersion());
+    auto fallback = RunOne(*router_->Stable(), std::move(kept), router_->StableVersion());
     if (fallback.ok()) router_->RecordCanary(/*failed=*/true);
     return fallback;
   }
 
-  // Runs `data` (`rows` rows of a batch; 0: one call, fitted to the model's shape) on `session`
-  // and answers row `index`. For a batch, use RunBatch: it answers every row of one run.
-  Result<Answer> RunRows(ModelSession& session, std::vector<float> data, std::size_t rows,
-                         std::size_t index, const std::string& version) {
-    ASSIGN_OR_RETURN(const NamedTensors* outputs, Run(session, std::move(data), rows));
-    return AnswerRow(*outputs, index, std::max<std::size_t>(rows, 1), version);
+  // Runs one call's `data` on `session`, fitted to the model's declared shape (an open dimension
+  // takes what the data holds), and answers it. Batches go through AnswerBatch.
+  Result<Answer> RunOne(ModelSession& session, std::vector<float> data,
+                        const std::string& version) {
+    ASSIGN_OR_RETURN(const NamedTensors* outputs, Run(session, std::move(data), /*batch_rows=*/0));
+    return AnswerRow(*outputs, 0, 1, version);
   }
 
   // Fits the input in input_ to `session`'s declared input (with `batch_rows` rows on the first
