@@ -34,22 +34,12 @@ end
 return M
 )lua";
 
-// Fixed keep-alive of 1.2 s and short windows, so that scale to zero comes within seconds.
-constexpr const char* kNodeConfig = R"yaml(
-scheduling:
-  keepalive: fixed
-  options: { keep_alive_minutes: 0.02 }
-  stable_window: 2s
-  panic_window: 1s
-  tick: 200ms
-)yaml";
-
 class AutoscaleTest : public ::testing::Test {
  protected:
   void SetUp() override {
     data_dir_ = tmp_.path() + "/data";
     node_ = std::make_unique<NodeProcess>(data_dir_, tmp_.path() + "/wispd.log");
-    Status started = node_->Start({"--shards", "1"}, kNodeConfig);
+    Status started = node_->Start({"--shards", "1"}, kScaleToZeroQuicklyConfig);
     ASSERT_TRUE(started.ok()) << started.ToString();
     tmp_.Write("fns/wisp.yaml", kManifest);
     tmp_.Write("fns/pong.lua", kPong);

@@ -82,4 +82,15 @@ std::string ReadTextFile(const std::string& path);
 std::optional<double> FindMetric(const std::string& body, const std::string& name,
                                  const std::string& function, const std::string& extra_label = "");
 
+// Node settings for tests of scale to zero: a fixed keep-alive of 1.2 s and short autoscaler
+// windows, so that an idle function loses its instances within seconds.
+inline constexpr const char* kScaleToZeroQuicklyConfig = R"yaml(
+scheduling:
+  keepalive: fixed
+  options: { keep_alive_minutes: 0.02 }
+  stable_window: 2s
+  panic_window: 1s
+  tick: 200ms
+)yaml";
+
 }  // namespace wisp::testing

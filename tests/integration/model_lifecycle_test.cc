@@ -33,22 +33,12 @@ file: ./model.onnx
 input: { field: x }
 )yaml";
 
-// The node settings of AutoscaleTest: fixed keep-alive of 1.2 s and short windows.
-constexpr const char* kNodeConfig = R"yaml(
-scheduling:
-  keepalive: fixed
-  options: { keep_alive_minutes: 0.02 }
-  stable_window: 2s
-  panic_window: 1s
-  tick: 200ms
-)yaml";
-
 class ModelLifecycleTest : public ::testing::Test {
  protected:
   void SetUp() override {
     data_dir_ = tmp_.path() + "/data";
     node_ = std::make_unique<NodeProcess>(data_dir_, tmp_.path() + "/wispd.log");
-    Status started = node_->Start({"--shards", "1"}, kNodeConfig);
+    Status started = node_->Start({"--shards", "1"}, kScaleToZeroQuicklyConfig);
     ASSERT_TRUE(started.ok()) << started.ToString();
     const std::string models = SourceDir() + "/tests/data/models/";
     tmp_.Write("fn/wisp.yaml", kManifest);
